@@ -1,0 +1,170 @@
+"""Vision Transformer in Flax Linen, with the vit_jax/big_vision parameter tree.
+
+Parameter names follow google-research/vision_transformer (`vit_jax/models_vit.py`), so that the released `.npz`
+checkpoints (e.g. AugReg ViT-B/16) load by name:
+
+  embedding/{kernel,bias}                      patch embedding, a strided conv
+  cls                                          (1, 1, D) class token (classifier='token' only)
+  Transformer/posembed_input/pos_embedding     (1, T, D)
+  Transformer/encoderblock_{i}/LayerNorm_0, MultiHeadDotProductAttention_1/{query,key,value,out},
+                              LayerNorm_2, MlpBlock_3/{Dense_0,Dense_1}
+  Transformer/encoder_norm
+  pre_logits/{kernel,bias}                     only when representation_size is set
+  head/{kernel,bias}                           (D, C), (C,)
+
+The forward pass returns a dict, so that one call yields what calibration (logits), NCM (pre-logits features) and
+LDIFS (intermediate token maps) need.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Array = Any
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense -> GELU -> Dense."""
+  mlp_dim: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    d = x.shape[-1]
+    dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+                               bias_init=nn.initializers.normal(stddev=1e-6))
+    x = dense(self.mlp_dim)(x)
+    # Exact (erf) GELU, as in vit_jax and PyTorch's nn.GELU default: parity needs the same function.
+    x = nn.gelu(x, approximate=False)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    x = dense(d)(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LN transformer block: x + MHA(LN(x)); x + MLP(LN(x))."""
+  mlp_dim: int
+  num_heads: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="LayerNorm_0")(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+        dropout_rate=self.attention_dropout_rate, deterministic=not train,
+        name="MultiHeadDotProductAttention_1")(y, y)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+    x = x + y
+    y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="LayerNorm_2")(x)
+    y = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout_rate=self.dropout_rate, name="MlpBlock_3")(y, train=train)
+    return x + y
+
+
+class AddPositionEmbs(nn.Module):
+  """Adds a learned (1, T, D) position embedding."""
+
+  @nn.compact
+  def __call__(self, x):
+    pe = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:])
+    return x + pe.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+  """Position embedding, encoder blocks and the final LayerNorm; also returns the requested taps."""
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  feature_blocks: Sequence[int] = ()
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    # vit_jax keeps the position embedding in a sub-scope named posembed_input.
+    x = AddPositionEmbs(name="posembed_input")(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    taps = {}
+    if 0 in self.feature_blocks:
+      taps[0] = x
+    for i in range(self.num_layers):
+      x = Encoder1DBlock(self.mlp_dim, self.num_heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
+                         attention_dropout_rate=self.attention_dropout_rate,
+                         name=f"encoderblock_{i}")(x, train=train)
+      if i + 1 in self.feature_blocks:
+        taps[i + 1] = x
+    return nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="encoder_norm")(x), taps
+
+
+class VisionTransformer(nn.Module):
+  """ViT classifier.
+
+  Attributes:
+    num_classes: head size C. None or 0 drops the head (logits are then the pre-logits).
+    patch_size: (ph, pw) patch size.
+    hidden_size: token width D.
+    num_layers: number of encoder blocks.
+    num_heads: attention heads.
+    mlp_dim: MLP hidden width.
+    classifier: 'token' (class token) or 'gap' (global average pooling of patch tokens).
+    representation_size: optional pre-logits Dense+tanh layer (ImageNet-21k checkpoints have one).
+    dtype: compute dtype. Parameters stay float32 (Flax's param_dtype default); bf16 compute for accelerators.
+  """
+  num_classes: Optional[int]
+  patch_size: Sequence[int]
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  classifier: str = "token"
+  representation_size: Optional[int] = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  head_bias_init: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False, feature_blocks: Sequence[int] = ()):
+    """Runs the ViT.
+
+    Args:
+      images: (B, H, W, channels) float images, already normalised.
+      train: enables dropout (needs a 'dropout' rng).
+      feature_blocks: taps to return. 0 is the token sequence entering the encoder (patch embedding + class token
+        + position embedding); k in 1..num_layers is the output of encoder block k.
+
+    Returns:
+      dict with 'logits' (B, C) float32, 'pre_logits' (B, D') float32 (the feature NCM uses), and 'blocks', a dict
+      {k: (B, T, D)} for k in feature_blocks.
+    """
+    if self.classifier not in ("token", "gap"):
+      raise ValueError(f"classifier must be 'token' or 'gap', got {self.classifier!r}.")
+    bad = [k for k in feature_blocks if not 0 <= k <= self.num_layers]
+    if bad:
+      raise ValueError(f"feature_blocks {bad} outside [0, {self.num_layers}] for a {self.num_layers}-block ViT.")
+    x = nn.Conv(self.hidden_size, tuple(self.patch_size), strides=tuple(self.patch_size), padding="VALID",
+                dtype=self.dtype, name="embedding")(images.astype(self.dtype))
+    b, h, w, d = x.shape
+    x = x.reshape(b, h * w, d)
+    if self.classifier == "token":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
+      x = jnp.concatenate([jnp.tile(cls, (b, 1, 1)).astype(x.dtype), x], axis=1)
+    x, taps = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                      dtype=self.dtype, dropout_rate=self.dropout_rate,
+                      attention_dropout_rate=self.attention_dropout_rate,
+                      feature_blocks=tuple(feature_blocks), name="Transformer")(x, train=train)
+    x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+    if self.representation_size:
+      x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
+    pre_logits = x
+    if self.num_classes:
+      # Zero-initialised head as in vit_jax: a new head starts with uniform predictions.
+      x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                   bias_init=nn.initializers.constant(self.head_bias_init), name="head")(x)
+    return {"logits": x.astype(jnp.float32), "pre_logits": pre_logits.astype(jnp.float32),
+            "blocks": {k: v.astype(jnp.float32) for k, v in taps.items()}}
