@@ -1,0 +1,173 @@
+"""In-memory input pipeline: class filtering, epoch shuffles, eval padding, host slices, global sharding."""
+
+import collections
+import itertools
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from ftcal_jax import input_pipeline as ip
+
+
+def _data(n=50, num_classes=5, hw=8, c=1, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, hw, hw, c), dtype=np.uint8)
+  labels = np.arange(n) % num_classes
+  # Tag each image with its index, so tests can recover which example a row holds.
+  images[:, 0, 0, 0] = np.arange(n)
+  return images, labels.astype(np.int32)
+
+
+def _ids(batch):
+  return np.rint((batch["image"][:, 0, 0, 0] + 1.0) * 127.5).astype(int)
+
+
+def test_normalize_range():
+  x = ip.normalize(np.array([0, 255, 128], np.uint8))
+  np.testing.assert_allclose(x, [-1.0, 1.0, 128 / 127.5 - 1.0], atol=1e-6)
+  assert x.dtype == np.float32
+
+
+def test_train_filters_to_classes_and_reshuffles_each_epoch():
+  images, labels = _data(n=50)
+  seen = [1, 3]  # 20 examples
+  it = ip.train_batches(images, labels, global_batch=10, seed=0, classes=seen, process_count=1, process_index=0)
+  batches = list(itertools.islice(it, 6))  # 3 epochs of 20
+  for b in batches:
+    assert b["image"].shape == (10, 8, 8, 1) and b["image"].dtype == np.float32
+    assert b["label"].dtype == np.int32
+    assert set(b["label"]) <= set(seen)
+    np.testing.assert_array_equal(labels[_ids(b)], b["label"])
+  epochs = [np.concatenate([_ids(batches[2 * e]), _ids(batches[2 * e + 1])]) for e in range(3)]
+  expected = np.flatnonzero(np.isin(labels, seen))
+  for e in epochs:
+    np.testing.assert_array_equal(np.sort(e), expected)  # Each epoch visits every seen example once.
+  assert not np.array_equal(epochs[0], epochs[1])  # ...in a new order.
+  again = list(itertools.islice(
+      ip.train_batches(images, labels, global_batch=10, seed=0, classes=seen, process_count=1, process_index=0), 6))
+  for a, b in zip(batches, again):
+    np.testing.assert_array_equal(a["image"], b["image"])  # Seeded: the same stream again.
+
+
+def test_train_batches_span_epoch_boundaries():
+  images, labels = _data(n=12, num_classes=3)
+  it = ip.train_batches(images, labels, global_batch=8, seed=1, process_count=1, process_index=0)
+  ids = np.concatenate([_ids(next(it)) for _ in range(3)])  # 24 = two epochs of 12
+  assert collections.Counter(ids.tolist()) == {i: 2 for i in range(12)}
+  np.testing.assert_array_equal(np.sort(ids[:12]), np.arange(12))
+
+
+def test_train_host_slices_partition_the_global_batch():
+  images, labels = _data(n=40)
+  kw = dict(global_batch=8, seed=3, process_count=2)
+  h0 = ip.train_batches(images, labels, process_index=0, **kw)
+  h1 = ip.train_batches(images, labels, process_index=1, **kw)
+  one = ip.train_batches(images, labels, global_batch=8, seed=3, process_count=1, process_index=0)
+  for _ in range(7):
+    a, b, g = next(h0), next(h1), next(one)
+    assert a["label"].shape == (4,)
+    np.testing.assert_array_equal(np.concatenate([_ids(a), _ids(b)]), _ids(g))
+  with pytest.raises(ValueError, match="multiple of the process count"):
+    next(ip.train_batches(images, labels, global_batch=7, seed=0, process_count=2, process_index=0))
+
+
+def test_train_unknown_classes_fail():
+  images, labels = _data(n=10)
+  with pytest.raises(ValueError, match="No training examples"):
+    next(ip.train_batches(images, labels, global_batch=2, seed=0, classes=[9], process_count=1))
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_eval_pads_last_batch_and_counts_each_example_once(process_count):
+  images, labels = _data(n=23)
+  classes = [0, 2, 4]  # 5 + 5 + 4 = 14 examples
+  seen_ids = []
+  steps = []
+  for p in range(process_count):
+    batches = list(ip.eval_batches(images, labels, global_batch=4, classes=classes, process_index=p,
+                                   process_count=process_count))
+    steps.append(len(batches))
+    for b in batches:
+      assert b["image"].shape == (4 // process_count, 8, 8, 1)
+      assert b["mask"].dtype == np.bool_
+      seen_ids.extend(_ids(b)[b["mask"]].tolist())
+      assert np.all(b["image"][~b["mask"]] == 0) and np.all(b["label"][~b["mask"]] == 0)
+      np.testing.assert_array_equal(labels[_ids(b)[b["mask"]]], b["label"][b["mask"]])
+  assert steps == [4] * process_count  # ceil(14 / 4) on every host.
+  assert sorted(seen_ids) == np.flatnonzero(np.isin(labels, classes)).tolist()
+
+
+def test_eval_is_deterministic_and_in_order():
+  images, labels = _data(n=10)
+  ids = np.concatenate([_ids(b)[b["mask"]] for b in ip.eval_batches(images, labels, global_batch=4,
+                                                                     process_count=1, process_index=0)])
+  np.testing.assert_array_equal(ids, np.arange(10))
+
+
+def test_split_holdout_per_class():
+  labels = np.repeat(np.arange(4), [10, 5, 2, 1])
+  fit, held = ip.split_holdout(labels, 0.2, seed=0)
+  assert set(fit) | set(held) == set(range(18)) and not set(fit) & set(held)
+  assert collections.Counter(labels[held].tolist()) == {0: 2, 1: 1, 2: 1}  # Class 3 has one example: fit only.
+  np.testing.assert_array_equal(held, ip.split_holdout(labels, 0.2, seed=0)[1])
+  assert not np.array_equal(held, ip.split_holdout(labels, 0.2, seed=1)[1])
+  with pytest.raises(ValueError, match="holdout fraction"):
+    ip.split_holdout(labels, 1.0, seed=0)
+
+
+def test_augment_shapes_range_and_seed():
+  images, _ = _data(n=16, hw=12, c=3)
+  cfg = dict(crop_scale=(0.5, 1.0), flip=True, brightness=0.3, contrast=0.3, saturation=0.3, grayscale_prob=0.5)
+  a = ip.augment_images(images, np.random.default_rng(0), cfg, out_hw=(10, 10))
+  b = ip.augment_images(images, np.random.default_rng(0), cfg, out_hw=(10, 10))
+  c = ip.augment_images(images, np.random.default_rng(1), cfg, out_hw=(10, 10))
+  assert a.shape == (16, 10, 10, 3) and a.dtype == np.float32
+  assert a.min() >= -1.0 and a.max() <= 1.0
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+def test_augment_identity_window_and_flip_are_exact():
+  images, _ = _data(n=4, hw=6, c=1)
+  plain = ip.augment_images(images, np.random.default_rng(0), None)
+  np.testing.assert_allclose(plain, ip.normalize(images), atol=1e-6)
+  flipped = ip._resample(images, np.zeros(4), np.zeros(4), np.full(4, 6.0), np.full(4, 6.0),
+                         np.ones(4, bool), (6, 6))
+  np.testing.assert_allclose(flipped, images[:, :, ::-1].astype(np.float32), atol=1e-4)
+
+
+def test_shard_batch_on_8_devices():
+  assert jax.device_count() == 8
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  batch = {"image": np.arange(16 * 2, dtype=np.float32).reshape(16, 2), "label": np.arange(16, dtype=np.int32)}
+  out = ip.shard_batch(batch, mesh)
+  assert out["image"].shape == (16, 2)
+  assert len(out["label"].addressable_shards) == 8
+  assert out["label"].addressable_shards[3].data.tolist() == [6, 7]
+  np.testing.assert_array_equal(np.asarray(out["image"]), batch["image"])
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    ip.shard_batch({"label": np.arange(12)}, mesh)
+
+
+def test_array_dataset_holdout_splits_and_registry():
+  images, labels = _data(n=40)
+  ds = ip.ArrayDataset(name="toy", load_split=lambda s: (images, labels), num_classes=5,
+                       class_names=tuple("abcde"), train_split="train", test_split="test", holdout_fraction=0.25)
+  assert ds.image_shape == (8, 8, 1)
+  assert ds.num_examples("train") == 40
+  assert ds.num_examples("train:heldout") == 10 and ds.num_examples("train:fit") == 30
+  assert ds.num_examples("train:fit", classes=[0, 1]) == 12
+  held = np.concatenate([_ids(b)[b["mask"]] for b in ds.eval_batches("train:heldout", global_batch=4,
+                                                                       process_count=1, process_index=0)])
+  fit = np.concatenate([_ids(next(it)) for it in [ds.train_batches("train:fit", global_batch=30, seed=0,
+                                                                    process_count=1, process_index=0)]])
+  assert not set(held) & set(fit) and len(set(fit)) == 30
+  with pytest.raises(ValueError, match="valid parts"):
+    ds.num_examples("train:oops")
+  ip.register_dataset("toy", lambda cfg: ds)
+  assert ip.get_dataset(ml_collections.ConfigDict({"name": "toy"})) is ds
+  with pytest.raises(ValueError, match="Valid names: .*glyphs"):
+    ip.get_dataset({"name": "nope"})
