@@ -26,7 +26,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
   """Acc_u/y against Acc_s/y along γ for each model, with the ALG/PCV/γ* points on the FT curve."""
-  fig = _new_figure(6.0, 5.0)
+  fig = _new_figure(8.5, 5.0)
   ax = fig.add_subplot()
   for key, curve in report["curves"].items():
     label = f"{_LABELS.get(key, key)} (AUSUC {curve['ausuc']:.3f})"
@@ -41,15 +41,18 @@ def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
       continue
     gamma = row["gamma"]
     text = label if gamma is None else f"{label}, γ = {gamma:.2f}"
-    ax.plot(row["top1"]["acc_s/y"], row["top1"]["acc_u/y"], marker, color=color, ms=14 if marker == "*" else 9,
-            mec="black", ls="none", label=text, zorder=5)
+    # gamma* is often the same point as ALG/PCV: draw its star larger and underneath so both stay visible.
+    star = marker == "*"
+    ax.plot(row["top1"]["acc_s/y"], row["top1"]["acc_u/y"], marker, color=color, ms=20 if star else 8,
+            mec="black", ls="none", label=text, zorder=4 if star else 5)
   ax.set_xlabel("Acc_s/y (%): seen-class samples, argmax over all classes")
   ax.set_ylabel("Acc_u/y (%): absent-class samples, argmax over all classes")
   ax.set_xlim(-2, 102)
   ax.set_ylim(-2, 102)
   ax.grid(alpha=0.3)
   ax.set_title("Seen-unseen accuracy curves (sweeping γ on absent-class logits)")
-  ax.legend(fontsize=7.5, loc="upper right", framealpha=0.9)
+  # Outside the axes: calibrated points sit in the upper right, where an inside legend would hide them.
+  fig.legend(fontsize=8, loc="outside right center")
   fig.savefig(path)
   return path
 
