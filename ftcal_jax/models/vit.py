@@ -161,10 +161,11 @@ class VisionTransformer(nn.Module):
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size:
       x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
-    pre_logits = x
+    pre_logits = x = x.astype(jnp.float32)
     if self.num_classes:
-      # Zero-initialised head as in vit_jax: a new head starts with uniform predictions.
-      x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+      # Zero-initialised head as in vit_jax: a new head starts with uniform predictions. It runs in float32
+      # whatever the compute dtype: it is cheap, and calibration adds small biases to these logits.
+      x = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
                    bias_init=nn.initializers.constant(self.head_bias_init), name="head")(x)
-    return {"logits": x.astype(jnp.float32), "pre_logits": pre_logits.astype(jnp.float32),
+    return {"logits": x, "pre_logits": pre_logits,
             "blocks": {k: v.astype(jnp.float32) for k, v in taps.items()}}

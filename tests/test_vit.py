@@ -1,0 +1,141 @@
+"""The Flax ViT and its registry: outputs, taps, parameter counts, bf16 compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ftcal_jax.models import MODEL_CONFIGS, get_model, list_models
+
+
+def _shapes(model, res=32):
+  """Parameter shapes without running init (eval_shape compiles nothing)."""
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, res, res, 3)))["params"]
+
+
+def _random_params(model, res=32, seed=0):
+  """Random values for every leaf (numpy, so no per-shape compiles), so zero-initialised heads hide no bugs."""
+  rng = np.random.RandomState(seed)
+  return jax.tree.map(lambda s: jnp.asarray(0.2 * rng.randn(*s.shape), s.dtype), _shapes(model, res))
+
+
+def _apply(model):
+  # Jitted: op-by-op Flax on 2 shared CPU cores costs seconds per call.
+  return jax.jit(model.apply, static_argnames=("train", "feature_blocks"))
+
+
+def test_registry_names_and_unknown_name():
+  for name in ("ViT-Ti/16", "ViT-S/32", "ViT-B/16", "ViT-L/32", "ViT-glyphs/8", "ViT-glyphs/4", "ViT-testing"):
+    assert name in list_models()
+  with pytest.raises(ValueError, match=r"Unknown model 'ViT-X/16'.*ViT-B/16"):
+    get_model("ViT-X/16", 10)
+
+
+# Published sizes with a 1000-class head (torchvision's vit_{b,l}_{16,32}, timm's vit_{tiny,small}_patch16_224).
+_KNOWN_SIZES = {"ViT-Ti/16": 5_717_416, "ViT-S/16": 22_050_664, "ViT-B/16": 86_567_656, "ViT-B/32": 88_224_232,
+                "ViT-L/16": 304_326_632, "ViT-L/32": 306_535_400}
+
+
+def _analytic_size(cfg, res, classes):
+  """Parameter count of a class-token ViT from its widths, counted by hand."""
+  d, m, p = cfg["hidden_size"], cfg["mlp_dim"], cfg["patch_size"][0]
+  tokens = (res // p) ** 2 + 1
+  block = 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d)  # 2 LayerNorms, q/k/v/out, MLP
+  return (3 * p * p * d + d) + d + tokens * d + cfg["num_layers"] * block + 2 * d + (d * classes + classes)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_parameter_counts(name):
+  res = 32 if name in ("ViT-glyphs/8", "ViT-glyphs/4", "ViT-testing") else 224
+  # eval_shape: no memory for the big models.
+  shapes = jax.eval_shape(get_model(name, 1000).init, jax.random.key(0), jnp.zeros((1, res, res, 3)))
+  count = sum(x.size for x in jax.tree.leaves(shapes["params"]))
+  assert count == _analytic_size(MODEL_CONFIGS[name], res, 1000)
+  if name in _KNOWN_SIZES:
+    assert count == _KNOWN_SIZES[name]
+
+
+def test_outputs_and_taps():
+  model = get_model("ViT-testing", 5)
+  params = _random_params(model)
+  x = jnp.asarray(np.random.RandomState(1).randn(3, 32, 32, 3), jnp.float32)
+  apply = _apply(model)
+  out = apply({"params": params}, x, feature_blocks=(0, 1, 2))
+  assert out["logits"].shape == (3, 5) and out["logits"].dtype == jnp.float32
+  assert out["pre_logits"].shape == (3, 16)
+  assert sorted(out["blocks"]) == [0, 1, 2]
+  assert all(v.shape == (3, 17, 16) for v in out["blocks"].values())  # 16 patches + class token
+  # pre_logits is the class token after the final LayerNorm, and the logits are its head projection.
+  ln = params["Transformer"]["encoder_norm"]
+  last = out["blocks"][2][:, 0]
+  mu, var = last.mean(-1, keepdims=True), last.var(-1, keepdims=True)
+  expected = (last - mu) / jnp.sqrt(var + 1e-6) * ln["scale"] + ln["bias"]
+  np.testing.assert_allclose(out["pre_logits"], expected, atol=1e-5)
+  np.testing.assert_allclose(out["logits"], out["pre_logits"] @ params["head"]["kernel"] + params["head"]["bias"],
+                             atol=1e-5)
+  assert apply({"params": params}, x)["blocks"] == {}
+
+
+def test_gap_representation_and_headless():
+  model = get_model("ViT-testing", 4, classifier="gap", representation_size=8)
+  shapes = _shapes(model)
+  assert "cls" not in shapes and "pre_logits" in shapes
+  out = _apply(model)({"params": _random_params(model)}, jnp.ones((2, 32, 32, 3)), feature_blocks=(2,))
+  assert out["pre_logits"].shape == (2, 8) and out["blocks"][2].shape == (2, 16, 16)
+  headless = get_model("ViT-testing", 0)
+  assert "head" not in _shapes(headless)
+  out = _apply(headless)({"params": _random_params(headless)}, jnp.ones((2, 32, 32, 3)))
+  np.testing.assert_array_equal(out["logits"], out["pre_logits"])
+
+
+def test_bad_arguments():
+  model = get_model("ViT-testing", 4)
+  with pytest.raises(ValueError, match=r"feature_blocks \[3\] outside \[0, 2\]"):
+    _apply(model)({"params": _random_params(model)}, jnp.ones((1, 32, 32, 3)), feature_blocks=(1, 3))
+  with pytest.raises(ValueError, match="classifier must be 'token' or 'gap'"):
+    _shapes(get_model("ViT-testing", 4, classifier="map"))
+
+
+def test_dropout_only_in_training():
+  model = get_model("ViT-testing", 4, dropout_rate=0.5)
+  params = _random_params(model)
+  x = jnp.ones((2, 32, 32, 3))
+  apply = _apply(model)
+  a = apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})["logits"]
+  b = apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})["logits"]
+  assert not np.allclose(a, b)
+  apply = _apply(model)
+  np.testing.assert_array_equal(apply({"params": params}, x)["logits"], apply({"params": params}, x)["logits"])
+
+
+def _dot_dtypes(jaxpr):
+  """Operand dtypes of every dot_general/conv in a jaxpr, nested jaxprs included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+      found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+    for p in eqn.params.values():  # jnp.einsum and friends are jitted: descend into their jaxprs
+      sub = getattr(p, "jaxpr", p)
+      if hasattr(sub, "eqns"):
+        found += _dot_dtypes(sub)
+  return found
+
+
+def test_bf16_compute_keeps_float32_params():
+  f32 = get_model("ViT-testing", 6)
+  bf16 = get_model("ViT-testing", 6, dtype=jnp.bfloat16)
+  assert {x.dtype for x in jax.tree.leaves(_shapes(bf16))} == {jnp.dtype(jnp.float32)}
+  params = _random_params(f32)
+  x = jnp.asarray(np.random.RandomState(3).randn(4, 32, 32, 3), jnp.float32)
+  jaxpr = jax.make_jaxpr(lambda p, x: _apply(bf16)({"params": p}, x))(params, x).jaxpr
+  dots = _dot_dtypes(jaxpr)
+  # Patch conv + 4 Dense per attention + 2 attention einsums + 2 MLP Dense, per block, then the head.
+  assert len(dots) == 1 + 2 * (4 + 2 + 2) + 1, dots
+  assert dots[-1] == ("float32", "float32")  # the head stays float32 for calibration-grade logits
+  assert all(d == ("bfloat16", "bfloat16") for d in dots[:-1]), dots
+  out16 = _apply(bf16)({"params": params}, x)
+  out32 = _apply(f32)({"params": params}, x)
+  assert out16["logits"].dtype == jnp.float32
+  err = np.abs(np.asarray(out16["logits"]) - np.asarray(out32["logits"])).max()
+  scale = np.abs(np.asarray(out32["logits"])).max()
+  assert 0 < err < 0.05 * scale, (err, scale)  # bf16 really ran (err > 0) and stayed close
