@@ -85,34 +85,46 @@ class ClassSplit:
     return cls(num_classes, seen_ids, _as_ids("absent", absent), remaining_ids, provenance={"kind": "explicit"})
 
   @classmethod
-  def random(cls, num_classes: int, num_seen: int, seed: int, num_absent: Optional[int] = None) -> "ClassSplit":
+  def random(cls, num_classes: int, num_seen: int, seed: int, num_absent: Optional[int] = None,
+             candidates: Optional[Sequence[int]] = None) -> "ClassSplit":
     """A seeded random draw of `num_seen` seen classes; `num_absent` of the rest are absent (default: all).
 
-    The draw depends only on (num_classes, seed): S and U come from one permutation, so the same seed with a
-    different num_seen gives nested seen sets.
+    Args:
+      num_classes: size of the label space (the head).
+      num_seen: |S|.
+      seed: seeds the draw; S and U come from one permutation, so the same seed with a different num_seen gives
+        nested seen sets.
+      num_absent: |U|; default every candidate not in S. Candidates in neither go to `remaining`.
+      candidates: the classes to draw from (default all). Use it when the head is larger than the dataset's
+        label set, e.g. the 200 ImageNet-R classes of a 1000-way head; the other head classes go to `remaining`.
     """
-    if not 0 < num_seen < num_classes:
-      raise ValueError(f"num_seen must be in [1, {num_classes - 1}] for {num_classes} classes; got {num_seen}.")
+    pool = np.arange(num_classes) if candidates is None else np.asarray(_as_ids("candidates", candidates))
+    n = pool.shape[0]
+    if not 0 < num_seen < n:
+      raise ValueError(f"num_seen must be in [1, {n - 1}] for {n} candidate classes; got {num_seen}.")
     if num_absent is None:
-      num_absent = num_classes - num_seen
-    if not 0 < num_absent <= num_classes - num_seen:
-      raise ValueError(f"num_absent must be in [1, {num_classes - num_seen}] with num_seen={num_seen} of "
-                       f"{num_classes} classes; got {num_absent}.")
-    perm = np.random.default_rng(seed).permutation(num_classes)
+      num_absent = n - num_seen
+    if not 0 < num_absent <= n - num_seen:
+      raise ValueError(f"num_absent must be in [1, {n - num_seen}] with num_seen={num_seen} of "
+                       f"{n} candidate classes; got {num_absent}.")
+    perm = np.random.default_rng(seed).permutation(pool)
     seen = perm[:num_seen]
     absent = perm[num_seen:num_seen + num_absent]
-    remaining = perm[num_seen + num_absent:]
+    remaining = np.setdiff1d(np.arange(num_classes), np.concatenate([seen, absent]))
+    provenance = {"kind": "random", "seed": int(seed), "num_seen": int(num_seen), "num_absent": int(num_absent)}
+    if candidates is not None:
+      provenance["num_candidates"] = int(n)
     return cls(num_classes, tuple(seen.tolist()), tuple(absent.tolist()), tuple(remaining.tolist()),
-               provenance={"kind": "random", "seed": int(seed), "num_seen": int(num_seen),
-                           "num_absent": int(num_absent)})
+               provenance=provenance)
 
   @classmethod
-  def from_config(cls, cfg: Any, num_classes: int) -> "ClassSplit":
-    """Builds a split from a ConfigDict (or dict).
+  def from_config(cls, cfg: Any, num_classes: int, candidates: Optional[Sequence[int]] = None) -> "ClassSplit":
+    """Builds a split from a ConfigDict (or dict); `candidates` as in `random` (e.g. a dataset's present classes).
 
     Fields:
       kind: 'random' or 'explicit'.
-      random: num_seen (int, or a float in (0, 1) read as a fraction of num_classes), seed, num_absent (optional).
+      random: num_seen (int, or a float in (0, 1) read as a fraction of the candidates), seed, num_absent
+        (optional).
       explicit: seen (list of ids), absent (optional list; default: the complement), remaining (optional).
     """
     get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
@@ -124,8 +136,8 @@ class ClassSplit:
       if isinstance(num_seen, float):
         if not 0.0 < num_seen < 1.0:
           raise ValueError(f"A fractional num_seen must be in (0, 1); got {num_seen}.")
-        num_seen = int(round(num_seen * num_classes))
-      split = cls.random(num_classes, int(num_seen), int(get("seed", 0)), get("num_absent", None))
+        num_seen = int(round(num_seen * (num_classes if candidates is None else len(candidates))))
+      split = cls.random(num_classes, int(num_seen), int(get("seed", 0)), get("num_absent", None), candidates)
     elif kind == "explicit":
       seen = get("seen", None)
       if not seen:

@@ -88,3 +88,13 @@ def test_to_dict_is_json_ready_and_frozen():
   assert d["seen"] == list(s.seen) and d["provenance"]["seed"] == 2
   with pytest.raises(Exception):
     s.seen = (1,)
+
+
+def test_random_among_candidates_puts_other_head_classes_in_remaining():
+  candidates = list(range(0, 40, 2))  # 20 of a 40-way head
+  s = ClassSplit.random(40, 10, seed=0, candidates=candidates)
+  assert set(s.seen) | set(s.absent) == set(candidates)
+  assert s.remaining == tuple(range(1, 40, 2))
+  assert s.provenance["num_candidates"] == 20
+  cfg = ml_collections.ConfigDict(dict(kind="random", num_seen=0.5, seed=0))
+  assert ClassSplit.from_config(cfg, 40, candidates=candidates) == s
