@@ -16,6 +16,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from ftcal_jax import input_pipeline
+
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
@@ -121,7 +123,6 @@ def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]]
   """
   if "data" not in mesh.axis_names:
     raise ValueError(f"predict needs a mesh with a 'data' axis; got axes {mesh.axis_names}.")
-  data_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
   # Each host feeds its own devices: local rows must split evenly over the local share of the 'data' axis.
   local_shards = max(1, mesh.shape["data"] // jax.process_count())
@@ -138,7 +139,7 @@ def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]]
     host = {"image": _pad_rows(images, local_shards),
             "label": _pad_rows(np.asarray(batch["label"], np.int32), local_shards),
             "mask": _pad_rows(mask, local_shards)}
-    glob = {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in host.items()}
+    glob = input_pipeline.shard_batch(host, mesh)
     out_logits, out_features = predict_fn(params, glob["image"])
     keep = _to_host(glob["mask"])
     logits.append(_to_host(out_logits)[keep])
