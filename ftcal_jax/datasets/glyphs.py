@@ -1,0 +1,249 @@
+"""The offline Glyphs benchmark: a TFDS builder rendered from pip-installed fonts.
+
+47 EMNIST-balanced character classes. The source domain is printed faces drawn
+filled; the target domain is handwriting faces drawn as outlines, the role that
+ImageNet -> ImageNet-Sketch plays in the paper. Nothing is downloaded:
+
+  import ftcal_jax.datasets  # Registers "glyphs".
+  builder = tfds.builder("glyphs", config="default", file_format="array_record")
+  builder.download_and_prepare()
+  source = builder.as_data_source("source_train")
+
+Splits: source_train / source_test (disjoint font families), target_train /
+target_test (random per class, or disjoint font families in `font_disjoint`).
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ftcal_jax.datasets import fonts
+from ftcal_jax.datasets import glyph_render
+
+SPLITS = ("source_train", "source_test", "target_train", "target_test")
+
+
+@dataclasses.dataclass(eq=False)
+class GlyphsConfig(tfds.core.BuilderConfig):
+  """What to render and how to split it.
+
+  Attributes:
+    source_per_face_class: images per (printed face, class).
+    target_per_face_class: images per (handwriting face, class).
+    source_test_fraction: share of printed font families held out for
+      source_test (per origin: fontpkg wheels and matplotlib separately).
+    target_split: "random" splits target images at random within each class;
+      "font" holds out whole handwriting font families.
+    target_test_fraction: share of target images ("random") or of font
+      families per origin ("font") that goes to target_test.
+    seed: fixes every image and every split.
+    printed_packages: `fontpkg-*` printed wheels (without the prefix).
+    matplotlib_families: keys of `fonts.MATPLOTLIB_FAMILIES`.
+    handwriting_packages: `fontpkg-*` handwriting wheels.
+    hershey_names: built-in Hershey stroke fonts.
+  """
+  source_per_face_class: int = 4
+  target_per_face_class: int = 10
+  source_test_fraction: float = 0.2
+  target_split: str = "random"
+  target_test_fraction: float = 0.5
+  seed: int = 0
+  printed_packages: tuple[str, ...] = fonts.PRINTED_PACKAGES
+  matplotlib_families: tuple[str, ...] = tuple(fonts.MATPLOTLIB_FAMILIES)
+  handwriting_packages: tuple[str, ...] = fonts.HANDWRITING_PACKAGES
+  hershey_names: tuple[str, ...] = tuple(
+      n for ns in fonts.HERSHEY_FAMILIES.values() for n in ns)
+
+
+def small_config(**overrides) -> GlyphsConfig:
+  """A few fonts and images: builds in seconds, for tests and smoke runs."""
+  kwargs = dict(
+      name="small",
+      description="A few fonts, 2 images per (face, class); for tests.",
+      source_per_face_class=1,
+      target_per_face_class=2,
+      source_test_fraction=0.5,
+      printed_packages=("pt-sans", "pt-serif"),
+      matplotlib_families=("dejavu-sans",),
+      handwriting_packages=("delius", "indie-flower"),
+      hershey_names=("timesr", "scripts"),
+  )
+  kwargs.update(overrides)
+  return GlyphsConfig(**kwargs)
+
+
+def split_families(faces, test_fraction: float, seed: int):
+  """Holds out whole font families, drawn at random within each origin.
+
+  Args:
+    faces: `glyph_render.Face`s.
+    test_fraction: share of the families of each origin that go to test (at
+      least one, and never all, where an origin has two or more families).
+    seed: fixes the draw.
+
+  Returns:
+    (train_faces, test_faces), two lists with no family in common.
+  """
+  by_origin = collections.defaultdict(set)
+  for f in faces:
+    by_origin[f.origin].add(f.family)
+  rng = np.random.default_rng(seed)
+  test_families = set()
+  for origin in sorted(by_origin):
+    families = sorted(by_origin[origin])
+    if len(families) < 2:
+      continue
+    n_test = int(np.clip(round(test_fraction * len(families)), 1, len(families) - 1))
+    test_families.update(rng.permutation(families)[:n_test].tolist())
+  train = [f for f in faces if f.family not in test_families]
+  test = [f for f in faces if f.family in test_families]
+  if not train or not test:
+    raise ValueError(
+        f"Cannot split {len(faces)} faces by family into train and test: the "
+        f"faces come from {sum(len(v) for v in by_origin.values())} families. "
+        "Give the config at least two font families per domain.")
+  return train, test
+
+
+def render_face(face, style, count, seed):
+  """All images of one face: [(class index, sample index, PNG bytes)].
+
+  One process renders the default config in about a minute on this project's
+  2-core machine, so there is no process pool (and no spawn/fork pitfalls).
+  """
+  out = []
+  for label, char in enumerate(fonts.CLASSES):
+    images = glyph_render.render_samples(face, char, count, style, seed)
+    out += [(label, i, glyph_render.encode_png(img)) for i, img in enumerate(images)]
+  return out
+
+
+def _examples(faces, rendered):
+  return [(f"{f.face_id}|{label:02d}|{i:03d}", png, label, f.face_id)
+          for f in faces for label, i, png in rendered[f.face_id]]
+
+
+def _check_classes(split_name, examples):
+  present = {e[2] for e in examples}
+  missing = [fonts.CLASSES[i] for i in range(len(fonts.CLASSES)) if i not in present]
+  if missing:
+    raise ValueError(f"Split {split_name!r} would lack classes {missing}; give "
+                     "it more fonts or more images per (face, class).")
+
+
+class Glyphs(tfds.core.GeneratorBasedBuilder):
+  """Printed (source) and outlined handwriting (target) characters, 47 classes."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [
+      GlyphsConfig(
+          name="default",
+          description="All fonts; target split at random per class."),
+      GlyphsConfig(
+          name="font_disjoint",
+          description="All fonts; target test font families are disjoint "
+          "from target train font families.",
+          target_split="font"),
+      small_config(),
+  ]
+  DEFAULT_CONFIG_NAME = "default"
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(
+                shape=(glyph_render.IMAGE_SIZE, glyph_render.IMAGE_SIZE, 1),
+                encoding_format="png"),
+            "label": tfds.features.ClassLabel(names=list(fonts.CLASSES)),
+            "font": tfds.features.Text(),
+        }),
+        supervised_keys=("image", "label"),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    cfg = self.builder_config
+    if cfg.target_split not in ("random", "font"):
+      raise ValueError(f"target_split must be 'random' or 'font', got "
+                       f"{cfg.target_split!r}.")
+    printed = fonts.printed_faces(cfg.printed_packages, cfg.matplotlib_families)
+    handwriting = fonts.handwriting_faces(cfg.handwriting_packages,
+                                          cfg.hershey_names)
+    src_train, src_test = split_families(printed, cfg.source_test_fraction, cfg.seed)
+    src = {f.face_id: render_face(f, "filled", cfg.source_per_face_class, cfg.seed)
+           for f in printed}
+    tgt = {f.face_id: render_face(f, "outline", cfg.target_per_face_class, cfg.seed)
+           for f in handwriting}
+    splits = {
+        "source_train": _examples(src_train, src),
+        "source_test": _examples(src_test, src),
+    }
+    if cfg.target_split == "font":
+      tgt_train, tgt_test = split_families(handwriting, cfg.target_test_fraction,
+                                           cfg.seed + 1)
+      splits["target_train"] = _examples(tgt_train, tgt)
+      splits["target_test"] = _examples(tgt_test, tgt)
+    else:
+      splits.update(self._split_per_class(_examples(handwriting, tgt)))
+    for name, examples in splits.items():
+      _check_classes(name, examples)
+    return {name: self._generate_examples(ex) for name, ex in splits.items()}
+
+  def _split_per_class(self, examples):
+    """Random train/test split within each class, both sides non-empty."""
+    cfg = self.builder_config
+    rng = np.random.default_rng([cfg.seed, 1])
+    by_class = collections.defaultdict(list)
+    for e in examples:
+      by_class[e[2]].append(e)
+    train, test = [], []
+    for label in sorted(by_class):
+      items = by_class[label]
+      order = rng.permutation(len(items))
+      n_test = int(np.clip(round(cfg.target_test_fraction * len(items)), 1,
+                           max(1, len(items) - 1)))
+      test += [items[j] for j in order[:n_test]]
+      train += [items[j] for j in order[n_test:]]
+    return {"target_train": train, "target_test": test}
+
+  def _generate_examples(self, examples):
+    for key, png, label, font in examples:
+      yield key, {"image": png, "label": label, "font": font}
+
+
+def load_glyphs_arrays(split: str, config: "str | GlyphsConfig" = "default",
+                       data_dir: str | None = None):
+  """Loads one Glyphs split fully into memory, building it first if needed.
+
+  A fresh build is written as array_record, read back through
+  `as_data_source` (no TensorFlow input pipeline). A copy already prepared as
+  TFRecord in `data_dir` is read with `as_dataset` instead.
+
+  Args:
+    split: one of `SPLITS`.
+    config: builder config name ("default", "font_disjoint", "small") or a
+      `GlyphsConfig`.
+    data_dir: TFDS data dir; None means $TFDS_DATA_DIR or ~/tensorflow_datasets.
+
+  Returns:
+    images: uint8 (N, 32, 32, 1).
+    labels: int32 (N,), indices into `fonts.CLASSES`.
+  """
+  if split not in SPLITS:
+    raise ValueError(f"Unknown Glyphs split {split!r}; valid: {SPLITS}.")
+  builder = tfds.builder("glyphs", config=config, data_dir=data_dir)
+  if not builder.is_prepared():
+    builder.download_and_prepare(file_format="array_record")
+  formats = builder.info.available_file_formats()
+  if tfds.core.FileFormat.ARRAY_RECORD in formats:
+    source = builder.as_data_source(split, file_format="array_record")
+    items = source.__getitems__(list(range(len(source))))
+    images = np.stack([x["image"] for x in items]).astype(np.uint8)
+    labels = np.asarray([x["label"] for x in items], np.int32)
+  else:
+    data = tfds.as_numpy(builder.as_dataset(split, batch_size=-1))
+    images, labels = data["image"].astype(np.uint8), data["label"].astype(np.int32)
+  return images, labels
