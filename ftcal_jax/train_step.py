@@ -1,0 +1,132 @@
+"""The pure, data-parallel train step: (state, batch, rng) -> (state, metrics).
+
+It is jitted over a 1-D device `Mesh` with axis 'data': the batch is sharded on P('data'), the state (params,
+optimiser state, the frozen reference params of LDIFS/Holistic Transfer) is replicated, and the state is donated
+so XLA updates it in place. The gradient all-reduce is implied by the shardings; there is no per-device code.
+The same function runs on one CPU, on 8 fake CPU devices, and on every host of a pod after
+`jax.distributed.initialize()` (the mesh then spans all processes' devices).
+"""
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ftcal_jax import holistic_transfer
+from ftcal_jax import ldifs
+from ftcal_jax.methods import Method
+
+PyTree = Any
+
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What changes during training.
+
+  Attributes:
+    step: () int32, optimiser steps taken.
+    params: the model parameters.
+    opt_state: the optax state.
+    ref_params: the frozen pre-trained parameters for methods with a reference (LDIFS, Holistic Transfer), else
+      None. Never checkpointed: it is rebuilt from the init checkpoint.
+  """
+  step: jnp.ndarray
+  params: PyTree
+  opt_state: PyTree
+  ref_params: Optional[PyTree] = None
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A 1-D data-parallel mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
+  """Raises a ValueError naming the fix when the global batch cannot be split evenly over the mesh."""
+  n = mesh.devices.size
+  if global_batch % n:
+    raise ValueError(
+        f"Global batch size {global_batch} is not divisible by the {n} devices of the mesh. Set the batch size "
+        f"to a multiple of {n} (e.g. {max(n, global_batch // n * n)}).")
+
+
+def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: Mesh,
+                       ref_params: Optional[PyTree] = None) -> TrainState:
+  """Initialises the optimiser and places the whole state, replicated, on `mesh`.
+
+  The state owns fresh buffers (never aliases of `params`), so donating it to the step leaves the caller's
+  `params` and `ref_params` intact.
+  """
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     ref_params=ref_params)
+  # device_put may reuse the caller's buffer as one shard (even with may_alias=False); a jitted copy cannot.
+  copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=NamedSharding(mesh, P()))
+  return copy(state)
+
+
+def make_train_step(model, method: Method, tx: optax.GradientTransformation, mesh: Mesh, *,
+                    absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
+                    ldifs_config=None, ht_config=None):
+  """Builds the jitted train step.
+
+  Args:
+    model: the Flax ViT (`models.get_model`).
+    method: the training method (its loss and whether it needs `state.ref_params`).
+    tx: the optimiser (optimizers.make_optimizer), already holding the trainable-parameter labels.
+    mesh: the device mesh, axis 'data'.
+    absent_mask: (C,) bool, the absent classes U; needed by Holistic Transfer's distillation.
+    logit_mask: optional (C,) bool of head classes the dataset has; the others get a -1e9 logit in the loss
+      (the 'mask' head-class policy). None keeps every head class.
+    ldifs_config: ConfigDict with alpha, taps (empty = ldifs.default_taps), normalisation.
+    ht_config: ConfigDict with distill_weight, temperature.
+
+  Returns:
+    step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
+    P('data'); rng a PRNG key (folded with the step inside); metrics {'loss', 'ce', 'reg', 'accuracy',
+    'grad_norm'} as () float32 arrays, replicated. `state` is donated.
+  """
+  taps: Tuple[int, ...] = ()
+  if method.loss == "ldifs":
+    taps = tuple(ldifs_config.taps) or ldifs.default_taps(model.num_layers)
+  if method.loss == "holistic_transfer" and absent_mask is None:
+    raise ValueError("Holistic Transfer needs absent_mask (the classes to distil).")
+  bias = None if logit_mask is None else jnp.where(jnp.asarray(logit_mask, bool), 0.0, -1e9)
+
+  def loss_fn(params, ref_params, batch, rng):
+    images, labels = batch["image"], batch["label"]
+    out = model.apply({"params": params}, images, train=True, feature_blocks=taps, rngs={"dropout": rng})
+    logits = out["logits"] if bias is None else out["logits"] + bias
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    reg = jnp.zeros((), jnp.float32)
+    if method.needs_reference:
+      ref = model.apply({"params": ref_params}, images, train=False, feature_blocks=taps)
+      ref = jax.lax.stop_gradient(ref)
+      if method.loss == "ldifs":
+        reg = ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps,
+                                                        ldifs_config.normalisation)
+      elif method.loss == "holistic_transfer":
+        reg = ht_config.distill_weight * holistic_transfer.absent_distillation(
+            logits, ref["logits"], absent_mask, ht_config.temperature)
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return ce + reg, {"ce": ce, "reg": reg, "accuracy": acc}
+
+  def step(state: TrainState, batch: Dict[str, jnp.ndarray], rng) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
+    rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, aux), grads = grad_fn(state.params, state.ref_params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  replicated = NamedSharding(mesh, P())
+  data = NamedSharding(mesh, P(DATA_AXIS))
+  return jax.jit(step, in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
+                 donate_argnums=(0,))
