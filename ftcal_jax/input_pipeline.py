@@ -350,6 +350,9 @@ class ArrayDataset:
   augment: Any = None
   holdout_fraction: float = 0.2
   holdout_seed: int = 0
+  # As on TfdsDataset: None means the head's classes are exactly the dataset's classes, all scored.
+  class_mask: Optional[np.ndarray] = None
+  present_classes: Optional[np.ndarray] = None
   _cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
 
   def arrays(self, split: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -372,6 +375,11 @@ class ArrayDataset:
   @property
   def image_shape(self) -> Tuple[int, int, int]:
     return tuple(self.arrays(self.train_split)[0].shape[1:])
+
+  def labels(self, split: str) -> np.ndarray:
+    """int32 (N,): the labels of `split` (with its holdout part), in order."""
+    _, labels, idx = self.arrays(split)
+    return labels[idx]
 
   def num_examples(self, split: str, classes: Optional[Sequence[int]] = None) -> int:
     _, labels, idx = self.arrays(split)

@@ -160,6 +160,7 @@ def test_array_dataset_holdout_splits_and_registry():
   assert ds.num_examples("train") == 40
   assert ds.num_examples("train:heldout") == 10 and ds.num_examples("train:fit") == 30
   assert ds.num_examples("train:fit", classes=[0, 1]) == 12
+  assert ds.class_mask is None and ds.labels("train:heldout").shape == (10,)
   held = np.concatenate([_ids(b)[b["mask"]] for b in ds.eval_batches("train:heldout", global_batch=4,
                                                                        process_count=1, process_index=0)])
   fit = np.concatenate([_ids(next(it)) for it in [ds.train_batches("train:fit", global_batch=30, seed=0,
