@@ -1,0 +1,533 @@
+"""Calibration of absent-class logits: shift, seen-unseen curve, AUSUC, γ choices.
+
+Definitions follow ``shared/paper.md`` (Mai et al. 2024). The prediction after
+calibration is ``argmax_c z_c + γ·1[c ∈ U]``; S are the classes seen during
+fine-tuning, U the absent ones (``absent_mask``). All accuracies here are on the
+[0, 1] scale; :mod:`ftcal_jax.metrics` reports percentages.
+
+Conventions shared by every function:
+
+* ``logits`` (N, C) float, ``labels`` (N,) int in [0, C), ``absent_mask`` (C,)
+  bool (True = class in U). ``class_mask`` (C,) bool, optional: classes set to
+  False are dropped from the head (their logits become -inf), e.g. the 200
+  ImageNet-R classes of a 1000-way head. Labels must then be kept classes.
+* NaN logits count as -inf (paper.md). +inf logits are treated as the largest
+  finite float, so several +inf in one row still tie in index order.
+* Ties follow ``jnp.argmax``: the first index wins.
+* Input errors raise ``ValueError``. Shapes are always checked; values (label
+  range, empty S or U, finite γ) only when the arrays are concrete, so every
+  function stays usable under ``jax.jit`` and ``jax.vmap``.
+* An accuracy over an empty sample group (no U samples, say) is NaN.
+
+Speed note: XLA:CPU only vectorises row reductions whose producers are plain
+arithmetic, so the per-sample reduction finds the first arg-max with
+arithmetic instead of compares. It is exact whenever two logits that differ do
+so by more than 2**-90 (about 1e-27). Rows with NaN, ±inf or an all -inf class
+group take an exact compare-based path instead (chosen by ``lax.cond``).
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+# Scales a nonzero gap between logits to >= C in the arithmetic arg-max.
+_GAP_SCALE = 2.0**100
+
+
+# --------------------------------------------------------------------------
+# Input validation (Python level, runs outside jit).
+
+
+def _concrete(x):
+  """Returns x as a NumPy array, or None when x is a tracer."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError,
+          jax.errors.ConcretizationTypeError):
+    return None
+
+
+def validate_inputs(logits, labels, absent_mask, class_mask=None):
+  """Checks shapes always, and values when the arrays are concrete.
+
+  Args:
+    logits: (N, C) float array.
+    labels: (N,) int array in [0, C), or None when there are no labels.
+    absent_mask: (C,) bool, True for classes in U.
+    class_mask: optional (C,) bool, True for classes the evaluation keeps.
+
+  Raises:
+    ValueError: naming the problem and the fix.
+  """
+  if jnp.ndim(logits) != 2:
+    raise ValueError(
+        f"logits must be (N, C); got shape {jnp.shape(logits)}. Vmap over "
+        "extra leading axes.")
+  n, c = jnp.shape(logits)
+  if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+    raise ValueError(f"logits must be floating point, got {jnp.result_type(logits)}.")
+  if jnp.shape(absent_mask) != (c,):
+    raise ValueError(
+        f"absent_mask must have shape (C,) = ({c},) to match logits; got "
+        f"{jnp.shape(absent_mask)}.")
+  if jnp.result_type(absent_mask) != jnp.bool_:
+    raise ValueError(
+        f"absent_mask must be bool (True = absent class); got dtype "
+        f"{jnp.result_type(absent_mask)}. Build it with "
+        "jnp.zeros(C, bool).at[absent_ids].set(True).")
+  if class_mask is not None:
+    if jnp.shape(class_mask) != (c,) or jnp.result_type(class_mask) != jnp.bool_:
+      raise ValueError(
+          f"class_mask must be a bool array of shape ({c},); got "
+          f"{jnp.shape(class_mask)} {jnp.result_type(class_mask)}.")
+  if labels is not None:
+    if jnp.shape(labels) != (n,):
+      raise ValueError(
+          f"labels must have shape (N,) = ({n},) to match logits; got "
+          f"{jnp.shape(labels)}.")
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+      raise ValueError(f"labels must be integers, got {jnp.result_type(labels)}.")
+
+  absent = _concrete(absent_mask)
+  keep = np.ones(c, bool) if class_mask is None else _concrete(class_mask)
+  if absent is not None and keep is not None:
+    if not np.any(~absent & keep):
+      raise ValueError("The seen set S is empty: absent_mask marks every "
+                       "(kept) class as absent.")
+    if not np.any(absent & keep):
+      raise ValueError("The absent set U is empty: absent_mask marks no "
+                       "(kept) class as absent.")
+  lab = None if labels is None else _concrete(labels)
+  if lab is not None and lab.size:
+    if lab.min() < 0 or lab.max() >= c:
+      raise ValueError(
+          f"labels must lie in [0, C) = [0, {c}); got range "
+          f"[{lab.min()}, {lab.max()}].")
+    if keep is not None and not np.all(keep[lab]):
+      raise ValueError("Some labels are classes that class_mask drops; keep "
+                       "them in class_mask or remove those samples.")
+
+
+def _validate_gamma(gamma, name="gamma"):
+  g = _concrete(gamma)
+  if g is not None and not np.all(np.isfinite(g)):
+    raise ValueError(f"{name} must be finite; got {g}.")
+
+
+def _class_rows(absent_mask, class_mask):
+  """(C,) masks of S and U after class_mask."""
+  keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
+  return keep & ~absent_mask, keep & absent_mask
+
+
+# --------------------------------------------------------------------------
+# Shift.
+
+
+def shift_absent(logits, absent_mask, gamma):
+  """Adds γ to the logits of absent classes.
+
+  Args:
+    logits: (..., C) float.
+    absent_mask: (C,) bool, True for classes in U.
+    gamma: scalar (must be finite).
+
+  Returns:
+    (..., C): ``z + γ·1[c ∈ U]``.
+  """
+  if jnp.shape(absent_mask) != jnp.shape(logits)[-1:]:
+    raise ValueError(
+        f"absent_mask shape {jnp.shape(absent_mask)} does not match the class "
+        f"axis of logits {jnp.shape(logits)}.")
+  if jnp.ndim(gamma) != 0:
+    raise ValueError(f"gamma must be a scalar; got shape {jnp.shape(gamma)}. "
+                     "Use jax.vmap for several γ.")
+  _validate_gamma(gamma)
+  gamma = jnp.asarray(gamma, jnp.result_type(logits))
+  # where, not z + γ·mask: keeps -inf logits -inf and avoids 0·γ surprises.
+  return jnp.where(absent_mask, logits + gamma, logits)
+
+
+# --------------------------------------------------------------------------
+# Per-sample reduction.
+
+
+class SampleStats(NamedTuple):
+  """What a sample contributes to any γ; every field is (N,).
+
+  The first five fields are (max_S, s_correct, max_U, u_correct, is_absent).
+  """
+  max_s: Array      # float: max logit over S (-inf if none is finite).
+  s_correct: Array  # bool: the first arg-max over S is the label.
+  max_u: Array      # float: max logit over U.
+  u_correct: Array  # bool: the first arg-max over U is the label.
+  is_absent: Array  # bool: the label is in U.
+  s_first: Array    # bool: best S index < best U index (decides exact ties).
+
+
+def _first_argmax_fast(z, bias, iota):
+  """Max and first arg-max of z + bias per row, with arithmetic only."""
+  zb = z + bias
+  m = jnp.max(zb, axis=1, keepdims=True)
+  # Entries at the max contribute their index, others index + a huge gap.
+  pos = jnp.min(iota + (m - zb) * _GAP_SCALE, axis=1)
+  return m[:, 0], pos
+
+
+def _first_argmax_exact(z, keep):
+  zk = jnp.where(keep, z, -jnp.inf)
+  return jnp.max(zk, axis=1), jnp.argmax(zk, axis=1).astype(jnp.float32)
+
+
+@jax.jit
+def _reduce(logits, labels, seen_cls, absent_cls, bias_s, bias_u, iota):
+  """Jitted core of :func:`reduce_logits` (row vectors passed in, see below)."""
+  c = logits.shape[1]
+  z = logits.astype(jnp.float32)
+  ms, ps = _first_argmax_fast(z, bias_s, iota)
+  mu, pu = _first_argmax_fast(z, bias_u, iota)
+  clean = (jnp.all(jnp.isfinite(ms) & jnp.isfinite(mu))
+           & jnp.all((ps < c) & (pu < c)))
+
+  def exact(_):
+    zc = jnp.where(jnp.isnan(z), -jnp.inf, z)
+    zc = jnp.minimum(zc, jnp.finfo(zc.dtype).max)
+    zc = jnp.where(seen_cls | absent_cls, zc, -jnp.inf)
+    return _first_argmax_exact(zc, seen_cls) + _first_argmax_exact(zc, absent_cls)
+
+  ms, ps, mu, pu = lax.cond(clean, lambda _: (ms, ps, mu, pu), exact, None)
+  ps = ps.astype(jnp.int32)
+  pu = pu.astype(jnp.int32)
+  return SampleStats(
+      max_s=ms, s_correct=ps == labels, max_u=mu, u_correct=pu == labels,
+      is_absent=absent_cls[labels], s_first=ps < pu)
+
+
+def _row_vectors(absent_mask, class_mask):
+  seen_cls, absent_cls = _class_rows(absent_mask, class_mask)
+  bias_s = jnp.where(seen_cls, 0.0, -jnp.inf).astype(jnp.float32)
+  bias_u = jnp.where(absent_cls, 0.0, -jnp.inf).astype(jnp.float32)
+  iota = jnp.arange(absent_mask.shape[0], dtype=jnp.float32)
+  return seen_cls, absent_cls, bias_s, bias_u, iota
+
+
+_row_vectors_jit = jax.jit(_row_vectors)
+
+
+def reduce_logits(logits, labels, absent_mask, class_mask=None) -> SampleStats:
+  """Reduces (N, C) logits to what every γ needs, in O(N·C).
+
+  Args:
+    logits: (N, C) float.
+    labels: (N,) int in [0, C).
+    absent_mask: (C,) bool, True for classes in U.
+    class_mask: optional (C,) bool; False drops a class from the head.
+
+  Returns:
+    :class:`SampleStats` of (N,) arrays: (max_s, s_correct, max_u, u_correct,
+    is_absent, s_first).
+  """
+  validate_inputs(logits, labels, absent_mask, class_mask)
+  # The (C,) row vectors are built by a separate jitted call: XLA:CPU would
+  # otherwise fuse their compares into the (N, C) loops and lose vector speed.
+  return _reduce(logits, labels, *_row_vectors_jit(absent_mask, class_mask))
+
+
+# --------------------------------------------------------------------------
+# Exact seen-unseen curve.
+
+
+class SeenUnseenCurve(NamedTuple):
+  """Every distinct state of the γ sweep; all fields are (N+1,).
+
+  Point k is the state in which the k samples with the largest breakpoints
+  γ_i = max_S z − max_U z predict their best S class and the others their best
+  U class. It holds for γ in (γ_(k+1), γ_(k)), sorting γ_i decreasingly with
+  γ_(0) = +inf and γ_(N+1) = -inf. Point 0 is the all-U end (Acc_s/y = 0),
+  point N the all-S end (Acc_u/y = 0). N samples have at most N distinct
+  breakpoints and so at most N+1 states: the curve has N+1 slots, not N+2.
+  """
+  gammas: Array      # float, non-increasing. Valid points: a γ strictly inside
+  #   the interval (the midpoint; at the ends the extreme finite breakpoint ±1,
+  #   widened for |γ| > 2**16; 0 if no breakpoint is finite). Invalid points:
+  #   their breakpoint γ_(k) (may be ±inf).
+  acc_seen: Array    # Acc_s/y in [0, 1].
+  acc_unseen: Array  # Acc_u/y in [0, 1].
+  acc_all: Array     # Acc_y/y in [0, 1].
+  valid: Array       # bool: False when the interval is empty (inside a tie
+  #   group, or beyond an infinite breakpoint). Only valid points form the
+  #   curve; the rest repeat a neighbour's counts and are kept for fixed shapes.
+
+
+def _sanitised_gaps(stats):
+  """(N,) breakpoints; rows with every logit -inf never flip (gap 0)."""
+  dead = jnp.isneginf(stats.max_s) & jnp.isneginf(stats.max_u)
+  return jnp.where(dead, 0.0, stats.max_s - stats.max_u), dead
+
+
+def _end_margin(g):
+  return jnp.maximum(1.0, jnp.abs(g) * 2.0**-16)
+
+
+@jax.jit
+def curve_from_stats(stats: SampleStats) -> SeenUnseenCurve:
+  """Exact curve from per-sample stats in O(N log N); see SeenUnseenCurve."""
+  gaps, dead = _sanitised_gaps(stats)
+  # A flip to S changes the counts by s_correct - u_correct (0 for dead rows).
+  delta = jnp.where(dead, 0, stats.s_correct.astype(jnp.int32)
+                    - stats.u_correct.astype(jnp.int32))
+  seen = ~stats.is_absent
+  d_seen = jnp.where(seen, delta, 0)
+  d_unseen = jnp.where(seen, 0, delta)
+  neg_sorted, d_seen, d_unseen = lax.sort((-gaps, d_seen, d_unseen), num_keys=1)
+  g = -neg_sorted  # decreasing breakpoints
+  zero = jnp.zeros((1,), jnp.int32)
+  cum_seen = jnp.concatenate([zero, jnp.cumsum(d_seen)])      # (N+1,)
+  cum_unseen = jnp.concatenate([zero, jnp.cumsum(d_unseen)])
+  u_ok = stats.u_correct
+  base_seen = jnp.sum(u_ok & seen)
+  base_unseen = jnp.sum(u_ok & ~seen)
+  n_seen = jnp.sum(seen)
+  n_unseen = jnp.sum(~seen)
+  right_seen = base_seen + cum_seen
+  right_unseen = base_unseen + cum_unseen
+  acc_seen = right_seen / n_seen
+  acc_unseen = right_unseen / n_unseen
+  acc_all = (right_seen + right_unseen) / (n_seen + n_unseen)
+
+  inf = jnp.full((1,), jnp.inf, g.dtype)
+  hi = jnp.concatenate([inf, g])    # γ_(k), k = 0..N
+  lo = jnp.concatenate([g, -inf])   # γ_(k+1)
+  valid = hi > lo
+  finite_hi, finite_lo = jnp.isfinite(hi), jnp.isfinite(lo)
+  mid = 0.5 * hi + 0.5 * lo
+  rep = jnp.where(finite_hi & finite_lo, mid,
+                  jnp.where(finite_lo, lo + _end_margin(lo),
+                            jnp.where(finite_hi, hi - _end_margin(hi), 0.0)))
+  gammas = jnp.where(valid, rep, jnp.where(jnp.isinf(hi) & (hi > 0), lo, hi))
+  return SeenUnseenCurve(gammas, acc_seen.astype(jnp.float32),
+                         acc_unseen.astype(jnp.float32),
+                         acc_all.astype(jnp.float32), valid)
+
+
+def seen_unseen_curve(logits, labels, absent_mask,
+                      class_mask=None) -> SeenUnseenCurve:
+  """Exact seen-unseen curve: every breakpoint at once, O(N·C + N log N).
+
+  Args:
+    logits: (N, C) float.
+    labels: (N,) int in [0, C).
+    absent_mask: (C,) bool, True for classes in U.
+    class_mask: optional (C,) bool; False drops a class from the head.
+
+  Returns:
+    :class:`SeenUnseenCurve` with (N+1,) fields, ordered by decreasing γ.
+  """
+  return curve_from_stats(reduce_logits(logits, labels, absent_mask, class_mask))
+
+
+def _forward_fill(x, valid):
+  idx = jnp.arange(x.shape[0])
+  last = lax.cummax(jnp.where(valid, idx, -1), axis=0)
+  first = jnp.argmax(valid)
+  return x[jnp.where(last < 0, first, last)]
+
+
+@jax.jit
+def ausuc(curve: SeenUnseenCurve) -> Array:
+  """Area under the seen-unseen curve, trapezoid along the γ path, in [0, 1].
+
+  Acc_s/y is the x axis and Acc_u/y the y axis; points are taken in order of
+  decreasing γ, so the area is unique even when several points share an
+  Acc_s/y. NaN if the curve has NaN accuracies (no S or no U samples).
+
+  Args:
+    curve: a :class:`SeenUnseenCurve` (fields (P,)).
+
+  Returns:
+    Scalar float32.
+  """
+  x = _forward_fill(curve.acc_seen, curve.valid)
+  y = _forward_fill(curve.acc_unseen, curve.valid)
+  return jnp.sum(0.5 * (x[1:] - x[:-1]) * (y[1:] + y[:-1]))
+
+
+# --------------------------------------------------------------------------
+# γ grid.
+
+
+@jax.jit
+def grid_from_stats(stats: SampleStats, gammas) -> dict:
+  """Accuracies at each γ from per-sample stats, O(G·N); see evaluate_gamma_grid."""
+  ms, mu = stats.max_s, stats.max_u
+  dead = jnp.isneginf(ms) & jnp.isneginf(mu)
+  ms = jnp.where(dead, 0.0, ms)
+  mu = jnp.where(dead, 0.0, mu)
+  sf = stats.s_first.astype(jnp.float32)
+  s_ok = stats.s_correct.astype(jnp.float32)
+  u_ok = stats.u_correct.astype(jnp.float32)
+  seen = (~stats.is_absent).astype(jnp.float32)
+  unseen = 1.0 - seen
+  n_seen, n_unseen = jnp.sum(seen), jnp.sum(unseen)
+  # Weights: column 0 counts seen hits, column 1 unseen hits, per flip to S.
+  w = jnp.stack([(s_ok - u_ok) * seen, (s_ok - u_ok) * unseen], axis=1)
+  base = jnp.stack([jnp.sum(u_ok * seen), jnp.sum(u_ok * unseen)])
+
+  def one(gamma):
+    # Predicts S iff max_S > max_U + γ, or equal and the S index comes first
+    # (exactly what argmax(shift_absent(z, γ)) does). Arithmetic form, see
+    # module docstring: gap·2**100 saturates to 0/1 unless the gap is 0.
+    gap = ms - (mu + gamma)
+    to_seen = jnp.clip(gap * _GAP_SCALE + sf, 0.0, 1.0)
+    return base + to_seen @ w
+
+  hits = jax.vmap(one)(jnp.asarray(gammas, jnp.float32))  # (G, 2)
+  return {
+      "acc_seen": hits[:, 0] / n_seen,
+      "acc_unseen": hits[:, 1] / n_unseen,
+      "acc_all": (hits[:, 0] + hits[:, 1]) / (n_seen + n_unseen),
+  }
+
+
+def evaluate_gamma_grid(logits, labels, absent_mask, gammas,
+                        class_mask=None) -> dict:
+  """Accuracies at G values of γ in one compiled call, never building G·N·C.
+
+  Args:
+    logits: (N, C) float.
+    labels: (N,) int in [0, C).
+    absent_mask: (C,) bool, True for classes in U.
+    gammas: (G,) finite floats.
+    class_mask: optional (C,) bool; False drops a class from the head.
+
+  Returns:
+    dict with (G,) arrays 'acc_seen', 'acc_unseen', 'acc_all' in [0, 1], equal
+    to the accuracies of ``argmax(shift_absent(logits, absent_mask, γ))``.
+  """
+  if jnp.ndim(gammas) != 1:
+    raise ValueError(f"gammas must be (G,); got shape {jnp.shape(gammas)}.")
+  _validate_gamma(gammas, "gammas")
+  stats = reduce_logits(logits, labels, absent_mask, class_mask)
+  return grid_from_stats(stats, gammas)
+
+
+# --------------------------------------------------------------------------
+# Choosing γ.
+
+
+def alg_gamma(train_logits, train_labels, absent_mask, class_mask=None):
+  """Average logit gap (ALG) on fine-tuning training data of S only.
+
+  γ = mean_i[mean_{c ∈ S, c ≠ y_i} z_ic] − mean_i[mean_{c ∈ U} z_ic].
+
+  Args:
+    train_logits: (N, C) finite floats of training samples.
+    train_labels: (N,) int, all in S (the fine-tuning data has no U samples).
+    absent_mask: (C,) bool, True for classes in U.
+    class_mask: optional (C,) bool; False drops a class from both means.
+
+  Returns:
+    Scalar float32. Non-finite logits give a non-finite γ under jit; eagerly
+    they raise.
+  """
+  validate_inputs(train_logits, train_labels, absent_mask, class_mask)
+  lab = _concrete(train_labels)
+  absent = _concrete(absent_mask)
+  if lab is not None and absent is not None and np.any(absent[lab]):
+    raise ValueError(
+        "alg_gamma takes fine-tuning TRAINING data, which holds S samples only; "
+        f"{int(np.sum(absent[lab]))} labels are absent classes. Using test "
+        "data with U samples leaks them (see paper.md).")
+  keep = _concrete(class_mask) if class_mask is not None else (
+      None if absent is None else np.ones_like(absent))
+  if absent is not None and keep is not None and np.sum(~absent & keep) < 2:
+    raise ValueError("alg_gamma needs at least 2 seen classes (the mean over "
+                     "non-ground-truth S classes is empty otherwise).")
+  z = _concrete(train_logits)
+  if z is not None and not np.all(np.isfinite(z[:, keep] if keep is not None else z)):
+    raise ValueError("alg_gamma needs finite logits; got NaN or inf.")
+  return _alg(train_logits, train_labels, absent_mask,
+              jnp.ones_like(absent_mask) if class_mask is None else class_mask)
+
+
+@jax.jit
+def _alg(z, labels, absent_mask, class_mask):
+  seen_cls, absent_cls = _class_rows(absent_mask, class_mask)
+  z = jnp.where(class_mask, z.astype(jnp.float32), 0.0)
+  sum_s = z @ seen_cls.astype(jnp.float32)
+  sum_u = z @ absent_cls.astype(jnp.float32)
+  z_true = jnp.take_along_axis(z, labels[:, None], axis=1)[:, 0]
+  wrong_seen = (sum_s - z_true) / (jnp.sum(seen_cls) - 1)
+  return jnp.mean(wrong_seen) - jnp.mean(sum_u / jnp.sum(absent_cls))
+
+
+@jax.jit
+def _best_point(curve, ok):
+  """First point along the path with the highest Acc_y/y among ok points."""
+  best = jnp.argmax(jnp.where(ok, curve.acc_all, -jnp.inf))
+  return best, jnp.any(ok)
+
+
+def oracle_gamma(logits, labels, absent_mask, class_mask=None):
+  """γ* maximising Acc_y/y on these (test) data: an upper bound, not a method.
+
+  Args:
+    logits: (N, C) float.
+    labels: (N,) int in [0, C).
+    absent_mask: (C,) bool, True for classes in U.
+    class_mask: optional (C,) bool.
+
+  Returns:
+    (gamma, acc_all): scalars. γ lies strictly inside the best interval (its
+    midpoint), so ``shift_absent`` reproduces acc_all up to float rounding.
+    Among equal optima, the largest γ (first along the path) is returned.
+  """
+  curve = seen_unseen_curve(logits, labels, absent_mask, class_mask)
+  best, _ = _best_point(curve, curve.valid)
+  return curve.gammas[best], curve.acc_all[best]
+
+
+def pcv_select(curve: SeenUnseenCurve, acc_pseudo_absent_threshold):
+  """PCV step 5: the γ of the best point whose pseudo-absent accuracy >= τ.
+
+  Args:
+    curve: curve of a pseudo split (S2 playing U), fields (P,).
+    acc_pseudo_absent_threshold: τ in [0, 1], the pre-trained model's accuracy
+      on S2 samples over all classes (the curve's scale, not percent).
+
+  Returns:
+    (gamma_k, found): γ_k is NaN when no valid point reaches τ (found False).
+    Ties go to the first point along the path (largest γ).
+  """
+  tau = _concrete(acc_pseudo_absent_threshold)
+  if tau is not None and not (np.ndim(tau) == 0 and 0.0 <= tau <= 1.0):
+    raise ValueError(
+        f"acc_pseudo_absent_threshold must be a scalar in [0, 1]; got {tau}. "
+        "If it is a percentage, divide by 100.")
+  ok = curve.valid & (curve.acc_unseen >= acc_pseudo_absent_threshold)
+  best, found = _best_point(curve, ok)
+  return jnp.where(found, curve.gammas[best], jnp.nan), found
+
+
+@jax.jit
+def pcv_gamma(gammas_k, found_k):
+  """Mean of γ_k over the splits that found one.
+
+  Args:
+    gammas_k: (K,) floats from :func:`pcv_select`.
+    found_k: (K,) bool.
+
+  Returns:
+    Scalar; NaN when no split found a γ (nothing to average: choose another
+    rule, e.g. ALG, and say so).
+  """
+  if jnp.shape(gammas_k) != jnp.shape(found_k) or jnp.ndim(gammas_k) != 1:
+    raise ValueError(f"gammas_k and found_k must both be (K,); got "
+                     f"{jnp.shape(gammas_k)} and {jnp.shape(found_k)}.")
+  total = jnp.sum(jnp.where(found_k, gammas_k, 0.0))
+  return total / jnp.sum(found_k)
