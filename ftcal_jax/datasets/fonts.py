@@ -261,8 +261,9 @@ def hershey_faces(names) -> list[glyph_render.Face]:
     if name not in available:
       raise MissingFontError(f"hershey-fonts has no built-in font {name!r}; "
                              f"it has {sorted(available)}.")
-    faces.append(glyph_render.Face(f"hershey/{name}", family_of.get(name, f"hershey-{name}"),
-                                   "hershey", hershey_name=name))
+    family = family_of.get(name, f"hershey-{name}")
+    faces.append(glyph_render.Face(f"{family}/{name}", family, "hershey",
+                                   hershey_name=name))
   return faces
 
 

@@ -34,8 +34,8 @@ class Face:
   """One renderable font face.
 
   Attributes:
-    face_id: stable, machine-independent name, e.g.
-      "roboto/Roboto[wdth,wght]@wght=700" or "hershey/timesr".
+    face_id: stable, machine-independent name "<family>/<face>", e.g.
+      "roboto/Roboto[wdth,wght]@wght=700" or "hershey-times/timesr".
     family: the unit that train/test font splits keep apart, e.g. "roboto".
     origin: "fontpkg", "matplotlib" or "hershey".
     path: the font file (TrueType faces only).
