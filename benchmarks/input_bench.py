@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from ftcal_jax import input_pipeline as ip
+from ftcal_jax.datasets import registry
 from ftcal_jax.models import get_model
 
 
@@ -40,12 +41,12 @@ def main():
   labels = rng.integers(0, 47, (args.examples,)).astype(np.int32)
   seen = list(range(0, 47, 2))
   results = {}
-  for name, augment in (("plain", None), ("augmented", ip.GLYPHS_AUGMENT)):
+  for name, augment in (("plain", None), ("augmented", registry.GLYPHS_AUGMENT)):
     it = ip.train_batches(images, labels, global_batch=args.batch, seed=0, classes=seen, augment=augment)
     results[name] = _time(lambda: next(it), args.steps)
 
   model = get_model("ViT-glyphs/8", 47)
-  batch = next(ip.train_batches(images, labels, global_batch=args.batch, seed=0, augment=ip.GLYPHS_AUGMENT))
+  batch = next(ip.train_batches(images, labels, global_batch=args.batch, seed=0, augment=registry.GLYPHS_AUGMENT))
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)["params"]
   tx = optax.sgd(1e-3, momentum=0.9, nesterov=True)
   opt_state = tx.init(params)

@@ -12,7 +12,7 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from ftcal_jax import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+from ftcal_jax.datasets import registry  # pylint: disable=g-import-not-at-top
 from ftcal_jax.class_split import ClassSplit  # pylint: disable=g-import-not-at-top
 from ftcal_jax.datasets import imagenet_variants as iv  # pylint: disable=g-import-not-at-top
 
@@ -40,7 +40,7 @@ def _check_batches(ds, split_train, split_test, classes, num_test):
 ])
 def test_tfds_benchmarks_under_mock_data(name, extra, train, test):
   with tfds.testing.mock_data(num_examples=12):
-    ds = ip.get_dataset({"name": name, "image_size": SIZE, **extra})
+    ds = registry.get_dataset({"name": name, "image_size": SIZE, **extra})
     assert ds.num_classes == len(ds.class_names) == {"domainnet": 345, "caltech101": 102, "dtd": 47,
                                                       "oxford_flowers102": 102}[name]
     labels = ds.labels(train)
@@ -52,7 +52,7 @@ def test_tfds_benchmarks_under_mock_data(name, extra, train, test):
 def test_imagenet_sketch_carves_10_test_images_per_class():
   labels = np.repeat([0, 5, 999], [13, 11, 1])  # A class with one image stays in train.
   with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset(labels)):
-    ds = ip.get_dataset({"name": "imagenet_sketch", "image_size": SIZE})
+    ds = registry.get_dataset({"name": "imagenet_sketch", "image_size": SIZE})
     assert ds.num_classes == 1000 and ds.class_names[0] == "n01440764"
     np.testing.assert_array_equal(ds.labels("test"), labels)  # The one TFDS split, 1000-way.
     _, test_idx = ds._resolve("test")
@@ -90,7 +90,7 @@ def test_imagenet_r_label_map_and_head_classes(head_classes):
   assert head[0] == 1
   labels = np.repeat(head[:10], 5)  # 10 classes x 5 images
   with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset(labels)):
-    ds = ip.get_dataset({"name": "imagenet_r", "image_size": SIZE, "head_classes": head_classes})
+    ds = registry.get_dataset({"name": "imagenet_r", "image_size": SIZE, "head_classes": head_classes})
     assert ds.num_classes == 1000
     assert int(ds.class_mask.sum()) == (200 if head_classes == "mask" else 1000)
     assert ds.provenance()["head_classes"] == head_classes
@@ -104,14 +104,14 @@ def test_imagenet_r_label_map_and_head_classes(head_classes):
 
 def test_imagenet_r_rejects_labels_outside_its_200_classes():
   with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset([0, 1, 2])):  # 0 (tench) is not in ImageNet-R
-    ds = ip.get_dataset({"name": "imagenet_r", "image_size": SIZE})
+    ds = registry.get_dataset({"name": "imagenet_r", "image_size": SIZE})
     with pytest.raises(ValueError, match=r"labels \[0\] outside"):
       ds.labels("test")
 
 
 def test_tfds_eval_two_hosts_and_holdout_parts():
   with tfds.testing.mock_data(num_examples=23):
-    ds = ip.get_dataset({"name": "dtd", "image_size": SIZE, "holdout_fraction": 0.5})
+    ds = registry.get_dataset({"name": "dtd", "image_size": SIZE, "holdout_fraction": 0.5})
     labels = ds.labels("test")
     got = collections.Counter()
     steps = []
@@ -148,7 +148,7 @@ def test_office_home_from_fake_zip(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
   _fake_office_home_zip(manual / office_home.ZIP_NAME, domain_folder="Real World")
-  ds = ip.get_dataset({"name": "office_home", "domain": "Real_World", "image_size": SIZE,
+  ds = registry.get_dataset({"name": "office_home", "domain": "Real_World", "image_size": SIZE,
                        "data_dir": str(tmp_path / "tfds"), "manual_dir": str(manual)})
   assert ds.num_classes == 65 and ds.class_names == office_home.CLASSES
   assert ds.num_examples("train") == 65 * 3 and ds.num_examples("test") == 65  # 7:3 of 4 per class
@@ -168,7 +168,7 @@ def test_office_home_missing_class_fails_clearly(tmp_path):
   manual.mkdir()
   _fake_office_home_zip(manual / office_home.ZIP_NAME, per_class=2, drop_class="Mop")
   with pytest.raises(ValueError, match=r"missing class folders \['Mop'\]"):
-    ip.get_dataset({"name": "office_home", "domain": "Art", "data_dir": str(tmp_path / "tfds"),
+    registry.get_dataset({"name": "office_home", "domain": "Art", "data_dir": str(tmp_path / "tfds"),
                     "manual_dir": str(manual)}).builder()
   with pytest.raises(ValueError, match="Unknown Office-Home domain"):
-    ip.get_dataset({"name": "office_home", "domain": "Sketch"})
+    registry.get_dataset({"name": "office_home", "domain": "Sketch"})
