@@ -265,9 +265,9 @@ class SeenUnseenCurve(NamedTuple):
 
 
 def _sanitised_gaps(stats):
-  """(N,) breakpoints; rows with every logit -inf never flip (gap 0)."""
+  """(N,) breakpoints; rows with every logit -inf never flip (gap -inf)."""
   dead = jnp.isneginf(stats.max_s) & jnp.isneginf(stats.max_u)
-  return jnp.where(dead, 0.0, stats.max_s - stats.max_u), dead
+  return jnp.where(dead, -jnp.inf, stats.max_s - stats.max_u), dead
 
 
 def _end_margin(g):
