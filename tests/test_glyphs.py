@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ftcal_jax import datasets as _registers_glyphs  # pylint: disable=unused-import
+# Importing the package registers the "glyphs" builder with TFDS.
 from ftcal_jax.datasets import fonts
 from ftcal_jax.datasets import glyph_render
 from ftcal_jax.datasets import glyphs
@@ -85,6 +85,21 @@ def test_all_caps_handwriting_face_is_dropped():
                      "its lower case is small capitals"}
 
 
+def test_default_fonts_are_all_found():
+  dropped = {}
+  printed = fonts.printed_faces(dropped=dropped)
+  assert not dropped
+  assert {f.family for f in printed} == (set(fonts.PRINTED_PACKAGES)
+                                         | set(fonts.MATPLOTLIB_FAMILIES))
+  assert len(printed) >= 150  # 160 when this test was written.
+  handwriting = fonts.handwriting_faces(dropped=dropped)
+  # Permanent Marker is all capitals; Hershey Fraktur draws I and J alike.
+  assert {"hershey-gothic-german/gothgrt", "hershey-gothic-german/gothicger",
+          "permanent-marker/PermanentMarker-Regular"} <= set(dropped)
+  assert len(handwriting) >= 28  # 30 when this test was written.
+  assert len({f.face_id for f in printed + handwriting}) == len(printed + handwriting)
+
+
 def test_variable_font_gives_weights_that_render_differently():
   path = fonts.package_font_files("roboto")[0]
   faces = {f.axes: f for f in fonts.truetype_faces(path, "roboto", "fontpkg")}
@@ -125,7 +140,8 @@ def test_render_shapes_determinism_and_styles():
 
 
 def test_render_keeps_ink_inside_the_image():
-  face = glyph_render.Face("hershey-script/scripts", "hershey-script", "hershey", hershey_name="scripts")
+  face = glyph_render.Face("hershey-script/scripts", "hershey-script",
+                           "hershey", hershey_name="scripts")
   images = glyph_render.render_samples(face, "W", 20, "outline", seed=0)
   ink = images > 0
   assert ink.any(axis=(1, 2)).all()

@@ -66,6 +66,7 @@ HERSHEY_FAMILIES = {
     "hershey-gothic-german": ("gothicger", "gothgrt"),
     "hershey-gothic-italian": ("gothicita", "gothitt"),
 }
+HERSHEY_NAMES = tuple(n for names in HERSHEY_FAMILIES.values() for n in names)
 
 # Faces of static weight below this are hairlines at 32 px; variable fonts are
 # pinned at these weights (clipped to the font's range) plus one narrow width.
@@ -224,8 +225,10 @@ def _keep_usable(faces, classes, dropped):
   return kept
 
 
-def printed_faces(packages=PRINTED_PACKAGES, matplotlib_families=tuple(MATPLOTLIB_FAMILIES),
-                  classes=CLASSES, dropped: dict | None = None) -> list[glyph_render.Face]:
+def printed_faces(packages=PRINTED_PACKAGES,
+                  matplotlib_families=tuple(MATPLOTLIB_FAMILIES),
+                  classes=CLASSES,
+                  dropped: dict | None = None) -> list[glyph_render.Face]:
   """Usable printed faces of the given packages and matplotlib families.
 
   Args:
@@ -268,8 +271,9 @@ def hershey_faces(names) -> list[glyph_render.Face]:
 
 
 def handwriting_faces(packages=HANDWRITING_PACKAGES,
-                      hershey_names=tuple(n for ns in HERSHEY_FAMILIES.values() for n in ns),
-                      classes=CLASSES, dropped: dict | None = None) -> list[glyph_render.Face]:
+                      hershey_names=HERSHEY_NAMES,
+                      classes=CLASSES,
+                      dropped: dict | None = None) -> list[glyph_render.Face]:
   """Usable handwriting faces: `fontpkg-*` handwriting wheels plus Hershey fonts.
 
   Args:

@@ -134,7 +134,9 @@ def _master_hershey(face: Face, char: str) -> Image.Image:
   return _ink_crop(img)
 
 
-@functools.lru_cache(maxsize=4096)
+# Big enough for every (face, class) of the default config (~9k masks, ~30 MB),
+# so the masks that the font checks draw are reused for rendering.
+@functools.lru_cache(maxsize=16384)
 def master_glyph(face: Face, char: str) -> np.ndarray:
   """The large, un-augmented ink mask of `char`: uint8 (H, W), cropped to ink."""
   if face.hershey_name is not None:
