@@ -26,7 +26,8 @@ so by more than 2**-90 (about 1e-27). Rows with NaN, ±inf or an all -inf class
 group take an exact compare-based path instead (chosen by ``lax.cond``).
 """
 
-from typing import NamedTuple, Optional
+import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -170,13 +171,22 @@ class SampleStats(NamedTuple):
   s_first: Array    # bool: best S index < best U index (decides exact ties).
 
 
-def _first_argmax_fast(z, bias, iota):
-  """Max and first arg-max of z + bias per row, with arithmetic only."""
+def _first_argmax_fast(z, bias, iota, scale):
+  """Max and first arg-max of z + bias per row, with arithmetic only.
+
+  Only the index leaves the fused reduction (returning the max too makes
+  XLA:CPU materialise z + bias); the max is then gathered at that index.
+  The S and U calls get distinct ``iota`` buffers and scales: shared ones
+  are CSE'd into full (N, C) broadcasts, which costs 5x.
+  """
   zb = z + bias
   m = jnp.max(zb, axis=1, keepdims=True)
   # Entries at the max contribute their index, others index + a huge gap.
-  pos = jnp.min(iota + (m - zb) * _GAP_SCALE, axis=1)
-  return m[:, 0], pos
+  pos = jnp.min(iota + (m - zb) * scale, axis=1)
+  idx = jnp.clip(pos, 0, z.shape[1] - 1).astype(jnp.int32)  # NaN -> 0
+  top = (jnp.take_along_axis(z, idx[:, None], axis=1)[:, 0]
+         + jnp.take(bias, idx))
+  return top, pos
 
 
 def _first_argmax_exact(z, keep):
@@ -185,12 +195,13 @@ def _first_argmax_exact(z, keep):
 
 
 @jax.jit
-def _reduce(logits, labels, seen_cls, absent_cls, bias_s, bias_u, iota):
+def _reduce(logits, labels, seen_cls, absent_cls, bias_s, bias_u, iota_s,
+            iota_u):
   """Jitted core of :func:`reduce_logits` (row vectors passed in, see below)."""
   c = logits.shape[1]
   z = logits.astype(jnp.float32)
-  ms, ps = _first_argmax_fast(z, bias_s, iota)
-  mu, pu = _first_argmax_fast(z, bias_u, iota)
+  ms, ps = _first_argmax_fast(z, bias_s, iota_s, _GAP_SCALE)
+  mu, pu = _first_argmax_fast(z, bias_u, iota_u, 2 * _GAP_SCALE)
   clean = (jnp.all(jnp.isfinite(ms) & jnp.isfinite(mu))
            & jnp.all((ps < c) & (pu < c)))
 
@@ -213,7 +224,7 @@ def _row_vectors(absent_mask, class_mask):
   bias_s = jnp.where(seen_cls, 0.0, -jnp.inf).astype(jnp.float32)
   bias_u = jnp.where(absent_cls, 0.0, -jnp.inf).astype(jnp.float32)
   iota = jnp.arange(absent_mask.shape[0], dtype=jnp.float32)
-  return seen_cls, absent_cls, bias_s, bias_u, iota
+  return seen_cls, absent_cls, bias_s, bias_u, iota, iota + 0
 
 
 _row_vectors_jit = jax.jit(_row_vectors)
@@ -361,32 +372,74 @@ def ausuc(curve: SeenUnseenCurve) -> Array:
 # γ grid.
 
 
-@jax.jit
-def grid_from_stats(stats: SampleStats, gammas) -> dict:
-  """Accuracies at each γ from per-sample stats, O(G·N); see evaluate_gamma_grid."""
+def _grid_parts(stats):
   ms, mu = stats.max_s, stats.max_u
   dead = jnp.isneginf(ms) & jnp.isneginf(mu)
   ms = jnp.where(dead, 0.0, ms)
   mu = jnp.where(dead, 0.0, mu)
-  sf = stats.s_first.astype(jnp.float32)
   s_ok = stats.s_correct.astype(jnp.float32)
   u_ok = stats.u_correct.astype(jnp.float32)
   seen = (~stats.is_absent).astype(jnp.float32)
-  unseen = 1.0 - seen
-  n_seen, n_unseen = jnp.sum(seen), jnp.sum(unseen)
-  # Weights: column 0 counts seen hits, column 1 unseen hits, per flip to S.
-  w = jnp.stack([(s_ok - u_ok) * seen, (s_ok - u_ok) * unseen], axis=1)
-  base = jnp.stack([jnp.sum(u_ok * seen), jnp.sum(u_ok * unseen)])
+  # Per flip to S: column 0 changes seen hits, column 1 unseen hits.
+  w = jnp.stack([(s_ok - u_ok) * seen, (s_ok - u_ok) * (1.0 - seen)], axis=1)
+  base = jnp.stack([jnp.sum(u_ok * seen), jnp.sum(u_ok * (1.0 - seen))])
+  return ms, mu, w, base, jnp.sum(seen), jnp.sum(1.0 - seen)
 
-  def one(gamma):
-    # Predicts S iff max_S > max_U + γ, or equal and the S index comes first
-    # (exactly what argmax(shift_absent(z, γ)) does). Arithmetic form, see
-    # module docstring: gap·2**100 saturates to 0/1 unless the gap is 0.
-    gap = ms - (mu + gamma)
-    to_seen = jnp.clip(gap * _GAP_SCALE + sf, 0.0, 1.0)
-    return base + to_seen @ w
 
-  hits = jax.vmap(one)(jnp.asarray(gammas, jnp.float32))  # (G, 2)
+def _predicts_seen(ms, mu, s_first, gamma):
+  # Exactly argmax(shift_absent(z, γ)): the S class wins if its max beats
+  # fl(max_U + γ), or ties with it and comes first in index order.
+  thr = mu + gamma
+  return (ms > thr) | ((ms == thr) & s_first)
+
+
+@functools.partial(jax.jit, static_argnames="method")
+def grid_from_stats(stats: SampleStats, gammas, method: str = "search") -> dict:
+  """Accuracies at each γ from per-sample stats; see evaluate_gamma_grid.
+
+  Args:
+    stats: :class:`SampleStats` of (N,) arrays.
+    gammas: (G,) floats.
+    method: "search" (default): sort γ and binary-search each sample's switch
+      point, O(N log G + G log G) time, O(N + G) memory. "vmap": evaluate
+      every (γ, sample) pair, O(G·N). Both apply the same comparison, so they
+      agree exactly; "vmap" is kept as a cross-check.
+
+  Returns:
+    dict of (G,) 'acc_seen', 'acc_unseen', 'acc_all'.
+  """
+  ms, mu, w, base, n_seen, n_unseen = _grid_parts(stats)
+  gammas = jnp.asarray(gammas, jnp.float32)
+  g = gammas.shape[0]
+  if method == "vmap":
+    def one(gamma):
+      return base + _predicts_seen(ms, mu, stats.s_first, gamma).astype(
+          jnp.float32) @ w
+    hits = jax.vmap(one)(gammas)  # (G, 2)
+  elif method == "search":
+    order = jnp.argsort(gammas)
+    sorted_g = gammas[order]
+    # Predicting S is monotone (true, then false) along increasing γ, so each
+    # sample's switch index k (number of sorted γ predicting S) is found by
+    # bisection: invariant pred(lo - 1) true, pred(hi) false.
+    def bisect(_, bounds):
+      lo, hi = bounds
+      mid = (lo + hi) // 2
+      ok = _predicts_seen(ms, mu, stats.s_first,
+                          sorted_g[jnp.clip(mid, 0, g - 1)])
+      go_right = (lo < hi) & ok
+      return (jnp.where(go_right, mid + 1, lo),
+              jnp.where((lo < hi) & ~ok, mid, hi))
+    lo = jnp.zeros(ms.shape, jnp.int32)
+    hi = jnp.full(ms.shape, g, jnp.int32)
+    k, _ = lax.fori_loop(0, max(1, int(np.ceil(np.log2(g + 1)))), bisect,
+                         (lo, hi))
+    # Sample i adds w_i at sorted positions j < k_i: a suffix sum of bins.
+    bins = jax.ops.segment_sum(w, k, num_segments=g + 1)       # (G+1, 2)
+    from_s = jnp.cumsum(bins[::-1], axis=0)[::-1][1:]           # sum_{k > j}
+    hits = jnp.zeros((g, 2), jnp.float32).at[order].set(base + from_s)
+  else:
+    raise ValueError(f"method must be 'search' or 'vmap'; got {method!r}.")
   return {
       "acc_seen": hits[:, 0] / n_seen,
       "acc_unseen": hits[:, 1] / n_unseen,
@@ -395,8 +448,8 @@ def grid_from_stats(stats: SampleStats, gammas) -> dict:
 
 
 def evaluate_gamma_grid(logits, labels, absent_mask, gammas,
-                        class_mask=None) -> dict:
-  """Accuracies at G values of γ in one compiled call, never building G·N·C.
+                        class_mask=None, method: str = "search") -> dict:
+  """Accuracies at G values of γ from one O(N·C) pass; never builds G·N·C.
 
   Args:
     logits: (N, C) float.
@@ -404,6 +457,7 @@ def evaluate_gamma_grid(logits, labels, absent_mask, gammas,
     absent_mask: (C,) bool, True for classes in U.
     gammas: (G,) finite floats.
     class_mask: optional (C,) bool; False drops a class from the head.
+    method: "search" or "vmap", see :func:`grid_from_stats`.
 
   Returns:
     dict with (G,) arrays 'acc_seen', 'acc_unseen', 'acc_all' in [0, 1], equal
@@ -413,7 +467,7 @@ def evaluate_gamma_grid(logits, labels, absent_mask, gammas,
     raise ValueError(f"gammas must be (G,); got shape {jnp.shape(gammas)}.")
   _validate_gamma(gammas, "gammas")
   stats = reduce_logits(logits, labels, absent_mask, class_mask)
-  return grid_from_stats(stats, gammas)
+  return grid_from_stats(stats, gammas, method=method)
 
 
 # --------------------------------------------------------------------------

@@ -155,14 +155,15 @@ def test_curve_matches_brute_force(problem):
 
 
 @_SETTINGS
-@hypothesis.given(_problems(), st.lists(st.integers(-40, 40), min_size=1, max_size=9))
+@hypothesis.given(_problems(), st.lists(st.integers(-40, 40), min_size=9, max_size=9))
 def test_grid_matches_argmax_of_shift(problem, grid_ints):
   z, y, absent = problem
   gammas = np.asarray(grid_ints, np.float32) / 8  # hits breakpoints exactly too
-  out = cal.evaluate_gamma_grid(z, y, absent, gammas)
   ref = np.array([_np_argmax_acc(z, y, absent, g) for g in gammas])
-  got = np.stack([out["acc_seen"], out["acc_unseen"], out["acc_all"]], 1)
-  np.testing.assert_allclose(got, ref, atol=1e-6)
+  for method in ("search", "vmap"):
+    out = cal.evaluate_gamma_grid(z, y, absent, gammas, method=method)
+    got = np.stack([out["acc_seen"], out["acc_unseen"], out["acc_all"]], 1)
+    np.testing.assert_allclose(got, ref, atol=1e-6, err_msg=method)
 
 
 @_SETTINGS
@@ -240,17 +241,27 @@ def test_class_mask_drops_classes():
     np.testing.assert_array_equal(a, b)
 
 
-def test_slow_path_matches_fast_path():
+def test_reduction_matches_numpy_on_both_paths():
   rng = np.random.default_rng(3)
   z = rng.normal(size=(64, 10)).astype(np.float32)
+  z[5, 3] = z[5, 6] = z[5].max() + 1   # exact tie at the max
   y = rng.integers(0, 10, 64)
   absent = np.arange(10) % 3 == 0
-  fast = cal.reduce_logits(z, y, absent)
-  z_nan = z.copy()
-  z_nan[0, 0] = np.nan  # one NaN sends the whole batch down the exact path
-  slow = cal.reduce_logits(z_nan, y, absent)
-  for a, b in zip(fast, slow):
-    np.testing.assert_array_equal(np.asarray(a)[1:], np.asarray(b)[1:])
+  z_bad = z.copy()
+  z_bad[0, :] = np.nan        # all NaN: every logit -inf
+  z_bad[1, 0] = np.nan
+  z_bad[2, 4] = np.inf        # treated as the largest finite float
+  for logits in (z, z_bad):   # clean: arithmetic path; else compare path
+    got = cal.reduce_logits(logits, y, absent)
+    zc = np.minimum(np.where(np.isnan(logits), -np.inf, logits),
+                    np.finfo(np.float32).max)
+    zs, zu = np.where(absent, -np.inf, zc), np.where(absent, zc, -np.inf)
+    np.testing.assert_array_equal(got.max_s, zs.max(1))
+    np.testing.assert_array_equal(got.max_u, zu.max(1))
+    np.testing.assert_array_equal(got.s_correct, zs.argmax(1) == y)
+    np.testing.assert_array_equal(got.u_correct, zu.argmax(1) == y)
+    np.testing.assert_array_equal(got.s_first, zs.argmax(1) < zu.argmax(1))
+    np.testing.assert_array_equal(got.is_absent, absent[y])
 
 
 # ---------------------------------------------------------------------------
