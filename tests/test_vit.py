@@ -139,3 +139,17 @@ def test_bf16_compute_keeps_float32_params():
   err = np.abs(np.asarray(out16["logits"]) - np.asarray(out32["logits"])).max()
   scale = np.abs(np.asarray(out32["logits"])).max()
   assert 0 < err < 0.05 * scale, (err, scale)  # bf16 really ran (err > 0) and stayed close
+
+
+@pytest.mark.parametrize("res", [32, 36])
+def test_patch_embedding_is_the_strided_conv(res):
+  """The reshape+matmul patch embedding computes vit_jax's VALID strided conv, remainder pixels dropped too."""
+  model = get_model("ViT-testing", 3)
+  params = _random_params(model)
+  x = jnp.asarray(np.random.RandomState(4).randn(2, res, res, 3), jnp.float32)
+  emb = params["embedding"]
+  conv = jax.lax.conv_general_dilated(x, emb["kernel"], (8, 8), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + emb["bias"]
+  ours = _apply(model)({"params": params}, x, feature_blocks=(0,))["blocks"][0]
+  pos = params["Transformer"]["posembed_input"]["pos_embedding"]
+  np.testing.assert_allclose(ours[:, 1:], conv.reshape(2, 16, 16) + pos[:, 1:], atol=1e-5)
