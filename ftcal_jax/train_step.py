@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ftcal_jax import holistic_transfer
 from ftcal_jax import ldifs
+from ftcal_jax import optimizers
 from ftcal_jax.methods import Method
 
 PyTree = Any
@@ -101,6 +102,10 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, mes
 
   def loss_fn(params, ref_params, batch, rng):
     images, labels = batch["image"], batch["label"]
+    # Frozen parameters get no gradient at all, so XLA never builds their backward pass (a linear probe does
+    # not backpropagate through the backbone). The optimiser zeroes their updates as well.
+    frozen = optimizers.param_labels(params, method.trainable)
+    params = jax.tree.map(lambda l, p: jax.lax.stop_gradient(p) if l == "frozen" else p, frozen, params)
     out = model.apply({"params": params}, images, train=True, feature_blocks=taps, rngs={"dropout": rng})
     logits = out["logits"] if bias is None else out["logits"] + bias
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

@@ -1,0 +1,39 @@
+r"""A tiny end-to-end job for tests: ViT-testing on the 'small' Glyphs build, a handful of steps.
+
+  python -m ftcal_jax.main --config configs/testing.py --workdir /tmp/ftcal_testing \
+      --config.dataset.data_dir=/tmp/tfds_small
+"""
+
+import importlib.util
+import os
+
+
+def _demo_config_module():
+  # Loaded by path: config_flags runs config files as scripts, so `configs` need not be an importable package.
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glyphs.py")
+  spec = importlib.util.spec_from_file_location("ftcal_glyphs_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """The demo config shrunk to seconds; arg is unused (kept for the get_config(arg) convention)."""
+  del arg
+  config = _demo_config_module().get_config()
+  config.unlock()
+  config.dataset.config = "small"  # A few fonts; builds in seconds.
+  config.model.name = "ViT-testing"  # A few thousand parameters.
+  config.init_checkpoint = ""  # Random init: tests check mechanics, not findings.
+  config.methods = ("finetune",)
+  config.num_epochs = 0.0
+  config.num_steps = 8  # Fixed short runs.
+  config.batch_size = 16
+  config.eval_batch_size = 64
+  config.pcv.num_splits = 1
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 4
+  config.write_figures = False  # The report module draws figures in its own tests.
+  config.heartbeat_s = 30.0
+  config.lock()
+  return config

@@ -1,0 +1,159 @@
+"""The training job end to end on the tiny testing config: determinism, resume after SIGKILL, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ftcal_jax import checkpointing
+from ftcal_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _testing_config(data_dir, **overrides):
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  del config_flags
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("testing_config", os.path.join(REPO, "configs", "testing.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  with config.unlocked():
+    config.dataset.data_dir = str(data_dir)
+    config.pcv.enabled = False
+    for key, value in overrides.items():
+      target = config
+      *parents, leaf = key.split(".")
+      for p in parents:
+        target = target[p]
+      target[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """The 'small' Glyphs build, shared by every test here (it builds in seconds)."""
+  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("tfds")
+  for split in glyphs.SPLITS:
+    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
+  return path
+
+
+def _finetune_test_logits(workdir):
+  with np.load(os.path.join(workdir, "finetune", "predictions.npz")) as f:
+    return f["test/logits"]
+
+
+def test_same_config_and_seed_twice_gives_identical_metrics(data_dir, tmp_path):
+  config = _testing_config(data_dir, **{"pcv.enabled": True})
+  a = train.train_and_evaluate(config, str(tmp_path / "a"))
+  b = train.train_and_evaluate(config, str(tmp_path / "b"))
+  assert a["methods"] == b["methods"]
+  assert a["gammas"] == b["gammas"]
+  np.testing.assert_array_equal(_finetune_test_logits(tmp_path / "a"), _finetune_test_logits(tmp_path / "b"))
+  # The training-dynamics history reaches the report, and PCV ran its split.
+  hist = a["history"]["finetune"]
+  assert hist["step"][0] == 0 and hist["step"][-1] == config.num_steps
+  assert len(a["gammas"]["pcv"]["per_split"]) == config.pcv.num_splits
+  with open(tmp_path / "a" / "summary.json") as f:
+    assert "finetune" in json.load(f)["runs"]
+
+
+def test_a_completed_method_is_not_trained_again(data_dir, tmp_path, capsys):
+  config = _testing_config(data_dir)
+  first = train.train_and_evaluate(config, str(tmp_path))
+  capsys.readouterr()
+  again = train.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "finetune: complete in an earlier run" in out
+  assert "steps/s" not in out  # No training step ran.
+  assert first["methods"] == again["methods"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, tmp_path):
+  overrides = {"num_steps": 300, "checkpoint_every_steps": 50, "log_every_steps": 50}
+  reference = train.train_and_evaluate(_testing_config(data_dir, **overrides), str(tmp_path / "reference"))
+
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "ftcal_jax.main", f"--config={REPO}/configs/testing.py",
+         f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", "--config.pcv.enabled=False"]
+  cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = workdir / "finetune"
+  deadline = time.time() + 240
+  killed_at = None
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()] if ckpt_dir.exists() else []
+    steps = [s for s in steps if 0 < s < 300] if steps else []
+    if steps:
+      os.kill(proc.pid, signal.SIGKILL)
+      proc.wait()
+      killed_at = max(steps)
+      break
+    time.sleep(0.02)
+  assert killed_at is not None, "the run finished (or hung) before a mid-training checkpoint appeared"
+  assert not (ckpt_dir / "predictions.npz").exists()
+
+  resumed = train.train_and_evaluate(_testing_config(data_dir, **overrides), str(workdir))
+  with open(workdir / "summary.json") as f:
+    assert json.load(f)["runs"]["finetune"]["resumed_from"] >= killed_at
+  assert resumed["methods"] == reference["methods"]
+  np.testing.assert_array_equal(_finetune_test_logits(workdir), _finetune_test_logits(tmp_path / "reference"))
+
+
+def test_a_workdir_from_another_config_is_refused(data_dir, tmp_path):
+  train.train_and_evaluate(_testing_config(data_dir), str(tmp_path))
+  with pytest.raises(checkpointing.ConfigMismatchError, match="different config.*fresh --workdir"):
+    train.train_and_evaluate(_testing_config(data_dir, **{"optimizer.lr": 0.5}), str(tmp_path))
+
+
+def test_a_corrupted_checkpoint_is_reported(data_dir, tmp_path):
+  config = _testing_config(data_dir)
+  train.train_and_evaluate(config, str(tmp_path))
+  os.remove(tmp_path / "finetune" / "predictions.npz")  # Force a restore from the checkpoint.
+  step_dir = tmp_path / "finetune" / str(config.num_steps)
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      if not name.endswith(".txt") and not name.startswith("_CHECKPOINT_METADATA"):
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"\x00not a checkpoint")
+  with pytest.raises(checkpointing.CorruptCheckpointError, match=f"step {config.num_steps}"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_nan_loss_stops_the_run_and_names_the_step(data_dir, tmp_path):
+  config = _testing_config(data_dir, **{"optimizer.lr": 1e30, "optimizer.backbone_lr_mult": 1.0})
+  with pytest.raises(FloatingPointError, match=r"the loss is (nan|inf|-inf) at step \d+ \(finetune\)"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"methods": ("finetune", "fine_tune")}, "Unknown method 'fine_tune'. Valid names:"),
+    ({"model.name": "ViT-huge"}, "Unknown model 'ViT-huge'. Valid names:"),
+    ({"dataset.name": "mnist"}, "Unknown dataset 'mnist'. Valid names:"),
+    ({"batch_size": 12}, "Global batch size 12 is not divisible by the 8 devices"),
+])
+def test_clear_errors(data_dir, tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(_testing_config(data_dir, **overrides), str(tmp_path))
+
+
+def test_head_statistics():
+  init = np.zeros((2, 4))
+  kernel = np.array([[3.0, 0.0, 1.0, 2.0], [4.0, 1.0, 0.0, 0.0]])
+  seen = np.array([True, True, False, False])
+  s, u, cos = train.head_statistics(kernel, init, seen, ~seen)
+  assert s == pytest.approx((5.0 + 1.0) / 2)
+  assert u == pytest.approx((1.0 + 2.0) / 2)
+  assert cos == pytest.approx(1.0)  # Both U columns moved along the same direction.
+  kernel[1, 3] = -2.0
+  assert train.head_statistics(kernel, init, seen, ~seen)[2] == pytest.approx(np.sqrt(0.5))
