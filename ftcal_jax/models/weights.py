@@ -254,7 +254,7 @@ def resize_posemb(posemb: np.ndarray, num_tokens: int, *, num_prefix: int = 1,
 
 
 def _shape(x) -> Tuple[int, ...]:
-  return tuple(np.shape(x)) if not hasattr(x, "shape") else tuple(x.shape)
+  return tuple(np.shape(x))  # arrays and jax.ShapeDtypeStruct alike
 
 
 def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any], *,
