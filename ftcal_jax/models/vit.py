@@ -3,7 +3,7 @@
 Parameter names follow google-research/vision_transformer (`vit_jax/models_vit.py`), so that the released `.npz`
 checkpoints (e.g. AugReg ViT-B/16) load by name:
 
-  embedding/{kernel,bias}                      patch embedding, a strided conv
+  embedding/{kernel,bias}                      patch embedding: the (ph, pw, C, D) kernel of a strided conv
   cls                                          (1, 1, D) class token (classifier='token' only)
   Transformer/posembed_input/pos_embedding     (1, T, D)
   Transformer/encoderblock_{i}/LayerNorm_0, MultiHeadDotProductAttention_1/{query,key,value,out},
