@@ -1,0 +1,52 @@
+r"""VTAB tasks, the paper's table: fine-tune on a random half of a task's classes, evaluate on all of them.
+
+Arg: the task, one of caltech101, dtd, oxford_flowers102 (TFDS builders of the same name), then ',runlocal' for a
+CPU smoke run. Train on the TFDS 'train' split (caltech101 3,060, dtd 1,880, oxford_flowers102 1,020 images), test
+on 'test' (6,084 / 1,880 / 6,149), with PCV, ALG, gamma* and the Oracle.
+
+The pre-trained model must already know every class of the task, so its head cannot be a fresh one. The paper
+follows Holistic Transfer and starts from a CLIP ViT-B/32 with its zero-shot text head. Give such a model as a
+vit_jax-format .npz whose head is (768, num_classes) in the TFDS label order, at
+checkpoints/vtab_<task>_vit_b32.npz or with --config.init_checkpoint. ftcal_jax does not build it: its weights
+module converts ViT (vit_jax / HF / timm) checkpoints, not CLIP's image tower and text head.
+
+Data: `tfds build <task> --data_dir=$DATA` once on a machine with network (all three download automatically);
+on a pod use a shared data_dir (gs://BUCKET/tfds). The job itself never downloads.
+
+Run:
+
+  python -m ftcal_jax.main --config experiments/vtab.py:dtd --workdir workdirs/vtab/dtd \
+      --config.dataset.data_dir=$DATA
+  # CPU smoke run: --config experiments/vtab.py:dtd,runlocal
+
+Hardware, batch and time (estimates from image counts, not measured): global batch 64; 20 epochs of at most
+~1.5k S images; every task finishes in a few minutes on one TPU v3-8 or one GPU, dominated by compilation and
+evaluation of the test split.
+"""
+
+import importlib.util
+import os
+
+TASKS = ("caltech101", "dtd", "oxford_flowers102")
+
+
+def _recipe():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
+  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  """Arg: 'TASK[,runlocal]', e.g. 'dtd' or 'caltech101,runlocal'."""
+  pr = _recipe()
+  args = pr.parse_arg(arg, positional="task", task="dtd", runlocal=False)
+  if args["task"] not in TASKS:
+    raise ValueError(f"Unknown VTAB task {args['task']!r}; valid tasks: {', '.join(TASKS)}.")
+  config = pr.recipe(
+      dataset=dict(name=args["task"]),
+      num_seen=0.5,  # Half of the task's classes (rounded); the rest are absent.
+      weight_decay=5e-4, num_epochs=20,  # Office-Home's recipe: VTAB's train sets are as small.
+      init_checkpoint=f"checkpoints/vtab_{args['task']}_vit_b32.npz", init_head="keep")
+  return pr.finish(config, args["runlocal"])
