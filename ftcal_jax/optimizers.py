@@ -11,10 +11,11 @@ over all steps, PyTorch-style weight decay (added to the gradient before momentu
 LDIFS (Mukhoti et al.): AdamW lr 1e-5, weight decay 0.1, linear warm-up then cosine, global-norm clip 1.0.
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import optax
 
 PyTree = Any
@@ -47,51 +48,66 @@ def param_labels(params: PyTree, trainable: str) -> PyTree:
   return flax.traverse_util.unflatten_dict(labels)
 
 
-def make_schedule(opt_cfg, total_steps: int) -> Callable[[int], float]:
-  """Base learning-rate schedule: optional linear warm-up, then cosine decay (or constant) to `total_steps`."""
-  warmup = int(opt_cfg.warmup_steps)
+def learning_rate(opt_cfg, step, total_steps):
+  """The base learning rate at `step` of a `total_steps` run: linear warm-up, then cosine decay to 0 (or constant).
+
+  Both step and total_steps may be traced arrays, so one compiled train step serves runs of any length.
+
+  Args:
+    opt_cfg: ConfigDict with lr, warmup_steps, schedule ('cosine'|'constant').
+    step: optimiser steps taken so far (the update being computed is step + 1's).
+    total_steps: the run's length.
+
+  Returns:
+    () float32.
+  """
+  if opt_cfg.schedule not in ("cosine", "constant"):
+    raise ValueError(f"Unknown schedule {opt_cfg.schedule!r}. Valid: 'cosine', 'constant'.")
+  step = jnp.asarray(step, jnp.float32)
+  total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
+  warmup = float(opt_cfg.warmup_steps)
+  lr = jnp.float32(opt_cfg.lr)
   if opt_cfg.schedule == "cosine":
-    if warmup > 0:
-      return optax.warmup_cosine_decay_schedule(0.0, opt_cfg.lr, warmup, max(total_steps, warmup + 1))
-    return optax.cosine_decay_schedule(opt_cfg.lr, max(total_steps, 1))
-  if opt_cfg.schedule == "constant":
-    if warmup > 0:
-      return optax.join_schedules(
-          [optax.linear_schedule(0.0, opt_cfg.lr, warmup), optax.constant_schedule(opt_cfg.lr)], [warmup])
-    return optax.constant_schedule(opt_cfg.lr)
-  raise ValueError(f"Unknown schedule {opt_cfg.schedule!r}. Valid: 'cosine', 'constant'.")
+    done = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
+    lr = lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+  if warmup > 0:
+    lr = lr * jnp.minimum(step / warmup, 1.0)
+  return lr
 
 
-def _one_group(opt_cfg, schedule) -> optax.GradientTransformation:
-  """The optimiser for one parameter group at the learning rate `schedule`."""
+def _one_group(opt_cfg, scale: float) -> optax.GradientTransformation:
+  """The optimiser for one parameter group, at `scale` x the base learning rate (applied later, per step)."""
   if opt_cfg.name == "sgd":
     # PyTorch SGD folds weight decay into the gradient before momentum; the official code uses PyTorch SGD.
     return optax.chain(
         optax.add_decayed_weights(opt_cfg.weight_decay),
-        optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=bool(opt_cfg.nesterov)))
+        optax.sgd(scale, momentum=opt_cfg.momentum or None, nesterov=bool(opt_cfg.nesterov)))
   if opt_cfg.name == "adamw":
-    return optax.adamw(schedule, weight_decay=opt_cfg.weight_decay)
+    # adamw(lr) = adam moments, + wd * w, then * -lr: the whole update is proportional to lr.
+    return optax.adamw(scale, weight_decay=opt_cfg.weight_decay)
   raise ValueError(f"Unknown optimizer {opt_cfg.name!r}. Valid names: {', '.join(_OPTIMIZERS)}.")
 
 
-def make_optimizer(opt_cfg, total_steps: int, labels: PyTree) -> optax.GradientTransformation:
-  """Builds the optimiser.
+def make_optimizer(opt_cfg, labels: PyTree) -> optax.GradientTransformation:
+  """Builds the optimiser, WITHOUT its learning rate.
+
+  Its updates are the steps at unit learning rate (the backbone's already scaled by backbone_lr_mult); the
+  caller multiplies them by `learning_rate(opt_cfg, step, total_steps)` (`scale_updates`). For both SGD
+  (momentum, then * lr) and AdamW (moments + decoupled decay, then * lr) this equals optax's own scheduled
+  optimisers, and it keeps the run length out of the compiled step.
 
   Args:
-    opt_cfg: ConfigDict with name ('sgd'|'adamw'), lr, momentum, nesterov, weight_decay, backbone_lr_mult,
-      warmup_steps, schedule ('cosine'|'constant'), grad_clip_norm (0 or None disables clipping).
-    total_steps: number of optimiser steps; the cosine decays to zero there.
+    opt_cfg: ConfigDict with name ('sgd'|'adamw'), momentum, nesterov, weight_decay, backbone_lr_mult,
+      grad_clip_norm (0 or None disables clipping).
     labels: the tree from `param_labels`.
 
   Returns:
-    An optax GradientTransformation. Gradient clipping, when on, acts on the global norm of all trainable
-    gradients before the groups split.
+    An optax GradientTransformation. Clipping, when on, acts on the global norm of the trainable gradients
+    before the groups split.
   """
-  schedule = make_schedule(opt_cfg, total_steps)
-  mult = float(opt_cfg.backbone_lr_mult)
   groups = {
-      "head": _one_group(opt_cfg, schedule),
-      "backbone": _one_group(opt_cfg, lambda step: mult * schedule(step)),
+      "head": _one_group(opt_cfg, 1.0),
+      "backbone": _one_group(opt_cfg, float(opt_cfg.backbone_lr_mult)),
       "frozen": optax.set_to_zero(),
   }
   tx = optax.multi_transform(groups, labels)
@@ -100,3 +116,8 @@ def make_optimizer(opt_cfg, total_steps: int, labels: PyTree) -> optax.GradientT
     zero_frozen = optax.masked(optax.set_to_zero(), jax.tree.map(lambda l: l == "frozen", labels))
     tx = optax.chain(zero_frozen, optax.clip_by_global_norm(opt_cfg.grad_clip_norm), tx)
   return tx
+
+
+def scale_updates(updates: PyTree, lr) -> PyTree:
+  """updates * lr, leaf by leaf (lr a traced scalar from `learning_rate`)."""
+  return jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)

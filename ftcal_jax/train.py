@@ -15,10 +15,10 @@ Rerunning the same command resumes: a run with checkpoints restarts from its lat
 rngs, so the result equals an uninterrupted run), and a completed run is never trained again.
 
 PCV (paper.md): K times, S is halved into S1 (seen) and S2 (pseudo-absent); the pre-trained model is fine-tuned
-with the same recipe on the 'fit' part of S1's training data; its seen-unseen curve on the 'heldout' training data
-of S1 ∪ S2 shifts every class the pseudo run never trained on (S2 and the real U), exactly as the real γ shifts
-every class FT never trained on; S2 plays U, and the curve's unseen accuracy is the accuracy on S2 samples. τ is
-the pre-trained model's accuracy on the same S2 samples, over all classes. No U data are touched.
+with the same recipe (same epochs) on the 'fit' part of S1's training data; its seen-unseen curve is built on the
+'heldout' training data of S1 ∪ S2 with S2 playing U: γ is added to the S2 logits only. The real U classes keep
+their head columns, unshifted, as competitors in every argmax (no U data are used; a sample predicted as a U class
+is simply wrong). τ is the pre-trained model's accuracy on the same S2 samples over all classes.
 """
 
 import contextlib
@@ -102,8 +102,8 @@ class _Context:
   progress: Progress
   fingerprint_config: Dict[str, Any]
   summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  # (method, steps) -> (optimiser, jitted step): runs with the same recipe and length share one compilation.
-  step_fns: Dict[Tuple[str, int], Any] = dataclasses.field(default_factory=dict)
+  # (trainable, loss, optimiser) -> (optimiser, jitted step): FT, Oracle and PCV's runs share one compilation.
+  step_fns: Dict[Tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
 
 
 # -- small pieces ---------------------------------------------------------------------------------------------------
@@ -222,15 +222,17 @@ def train_model(ctx: _Context, run_name: str, method_name: str, *, train_split: 
   num_examples = ctx.dataset.num_examples(train_split, classes)
   steps = num_steps or _num_steps(config, num_examples)
   opt_cfg = config.ldifs.optimizer if method.loss == "ldifs" else config.optimizer
-  if (method_name, steps) not in ctx.step_fns:
+  key = (method.trainable, method.loss, opt_cfg.name)
+  if key not in ctx.step_fns:
     labels = optimizers.param_labels(ctx.init_params, method.trainable)
-    tx = optimizers.make_optimizer(opt_cfg, steps, labels)
+    tx = optimizers.make_optimizer(opt_cfg, labels)
     step_fn = train_step_lib.make_train_step(
-        ctx.model, method, tx, mesh, absent_mask=ctx.split.absent_mask if method.needs_reference else None,
-        logit_mask=ctx.class_mask, ldifs_config=config.ldifs, ht_config=config.holistic_transfer)
-    ctx.step_fns[(method_name, steps)] = (tx, step_fn)
-  tx, step_fn = ctx.step_fns[(method_name, steps)]
-  state = train_step_lib.create_train_state(ctx.init_params, tx, mesh,
+        ctx.model, method, tx, opt_cfg, mesh,
+        absent_mask=ctx.split.absent_mask if method.needs_reference else None, logit_mask=ctx.class_mask,
+        ldifs_config=config.ldifs, ht_config=config.holistic_transfer)
+    ctx.step_fns[key] = (tx, step_fn)
+  tx, step_fn = ctx.step_fns[key]
+  state = train_step_lib.create_train_state(ctx.init_params, tx, mesh, steps,
                                             ref_params=ctx.init_params if method.needs_reference else None)
 
   run_dir = os.path.join(ctx.workdir, run_name)
@@ -485,13 +487,12 @@ def run_pcv(ctx: _Context, pre_heldout: evaluation.Predictions) -> Dict[str, Lis
   config, split = ctx.config, ctx.split
   train = ctx.dataset.train_split
   out = {"gammas": [], "found": [], "taus": []}
-  # One length for every pseudo run (S1 is half of S), so that they share one compiled step.
+  # One length for every pseudo run: S1 is half of S.
   steps = _num_steps(config, ctx.dataset.num_examples(f"{train}:fit", list(split.seen)) // 2)
   for k in range(config.pcv.num_splits):
     pseudo = split.pseudo_split(seed=config.pcv.seed + k)
     s1 = list(pseudo.seen)
-    # Every class the pseudo run does not train on is shifted: S2 (its 'U') and the real U.
-    shifted = ~pseudo.seen_mask
+    shifted = pseudo.absent_mask  # S2 plays U.
     preds, _ = run_method(ctx, f"pcv_{k}", "finetune", train_split=f"{train}:fit", classes=s1,
                           seed=config.seed * 1000 + 100 + k,
                           passes={"heldout": (f"{train}:heldout", list(split.seen))}, num_steps=steps)

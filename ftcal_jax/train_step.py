@@ -36,11 +36,15 @@ class TrainState:
     opt_state: the optax state.
     ref_params: the frozen pre-trained parameters for methods with a reference (LDIFS, Holistic Transfer), else
       None. Never checkpointed: it is rebuilt from the init checkpoint.
+    total_steps: () int32, the run's length, which the learning-rate schedule needs. Kept as data, not as a
+      constant of the compiled step, so that runs of any length (FT, Oracle, PCV's pseudo runs) share one
+      compilation.
   """
   step: jnp.ndarray
   params: PyTree
   opt_state: PyTree
   ref_params: Optional[PyTree] = None
+  total_steps: jnp.ndarray = 1
 
 
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -58,7 +62,7 @@ def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
         f"to a multiple of {n} (e.g. {max(n, global_batch // n * n)}).")
 
 
-def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: Mesh,
+def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: Mesh, total_steps: int,
                        ref_params: Optional[PyTree] = None) -> TrainState:
   """Initialises the optimiser and places the whole state, replicated, on `mesh`.
 
@@ -66,13 +70,13 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: M
   `params` and `ref_params` intact.
   """
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     ref_params=ref_params)
+                     ref_params=ref_params, total_steps=jnp.asarray(total_steps, jnp.int32))
   # device_put may reuse the caller's buffer as one shard (even with may_alias=False); a jitted copy cannot.
   copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=NamedSharding(mesh, P()))
   return copy(state)
 
 
-def make_train_step(model, method: Method, tx: optax.GradientTransformation, mesh: Mesh, *,
+def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
                     absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
                     ldifs_config=None, ht_config=None):
   """Builds the jitted train step.
@@ -81,6 +85,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, mes
     model: the Flax ViT (`models.get_model`).
     method: the training method (its loss and whether it needs `state.ref_params`).
     tx: the optimiser (optimizers.make_optimizer), already holding the trainable-parameter labels.
+    opt_config: the optimiser config; its learning-rate schedule (optimizers.learning_rate) scales tx's updates.
     mesh: the device mesh, axis 'data'.
     absent_mask: (C,) bool, the absent classes U; needed by Holistic Transfer's distillation.
     logit_mask: optional (C,) bool of head classes the dataset has; the others get a -1e9 logit in the loss
@@ -91,7 +96,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, mes
   Returns:
     step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
     P('data'); rng a PRNG key (folded with the step inside); metrics {'loss', 'ce', 'reg', 'accuracy',
-    'grad_norm'} as () float32 arrays, replicated. `state` is donated.
+    'grad_norm', 'lr'} as () float32 arrays, replicated. `state` is donated.
   """
   taps: Tuple[int, ...] = ()
   if method.loss == "ldifs":
@@ -127,8 +132,9 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, mes
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, state.ref_params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+    lr = optimizers.learning_rate(opt_config, state.step, state.total_steps)
+    params = optax.apply_updates(state.params, optimizers.scale_updates(updates, lr))
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "lr": lr}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   replicated = NamedSharding(mesh, P())
