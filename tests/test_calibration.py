@@ -284,11 +284,11 @@ def test_no_retracing_and_jit_of_public_api():
     run(z, y, absent)
   # The library's own jitted cores compile once per shape too.
   cal.seen_unseen_curve(z, y, absent)
-  before = cal._reduce._cache_size()
+  before = cal._reduce_with_path._cache_size()
   for _ in range(3):
     z = rng.normal(size=(20, 6)).astype(np.float32)
     cal.seen_unseen_curve(z, y, absent)
-  assert cal._reduce._cache_size() == before
+  assert cal._reduce_with_path._cache_size() == before
 
 
 def test_vmap_over_logit_sets():
