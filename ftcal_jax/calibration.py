@@ -13,7 +13,8 @@ Conventions shared by every function:
   ImageNet-R classes of a 1000-way head. Labels must then be kept classes.
 * NaN logits count as -inf (paper.md). +inf logits are treated as the largest
   finite float, so several +inf in one row still tie in index order.
-* Ties follow ``jnp.argmax``: the first index wins.
+* Ties follow ``jnp.argmax``: the first index wins. XLA:CPU flushes subnormal
+  floats to zero in every op (``jnp.argmax`` too), so there they tie with 0.
 * Input errors raise ``ValueError``. Shapes are always checked; values (label
   range, empty S or U, finite γ) only when the arrays are concrete, so every
   function stays usable under ``jax.jit`` and ``jax.vmap``.

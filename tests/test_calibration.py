@@ -264,6 +264,98 @@ def test_reduction_matches_numpy_on_both_paths():
     np.testing.assert_array_equal(got.is_absent, absent[y])
 
 
+def _np_group_argmax(z, absent):
+  zc = np.minimum(np.where(np.isnan(z), -np.inf, z), np.finfo(np.float32).max)
+  zs, zu = np.where(absent, -np.inf, zc), np.where(absent, zc, -np.inf)
+  return zs.max(1), zs.argmax(1), zu.max(1), zu.argmax(1)
+
+
+@pytest.mark.parametrize("c", [1000, 67, 40])  # divisor blocks, padded, one block
+def test_fast_path_resolves_ties_at_the_max_exactly(c):
+  # Exact ties at the group max in the same block, across blocks, across
+  # groups, tiny gaps (one ulp, the smallest normal): the two-level arg-max must pick
+  # the first index like np.argmax, without falling back to the exact path.
+  rng = np.random.default_rng(6)
+  n = 200
+  z = rng.normal(size=(n, c)).astype(np.float32)
+  absent = rng.random(c) < 0.5
+  absent[:2] = [False, True]
+  top = np.float32(9.0)
+  for i in range(n):
+    cols = rng.choice(c, size=rng.integers(2, 5), replace=False)
+    if i % 4 == 0:  # neighbours: often the same block
+      start = rng.integers(0, c - 4)
+      cols = np.arange(start, start + 4)
+    z[i, cols] = top
+    if i % 5 == 0:  # a runner-up one ulp below the max
+      z[i, rng.integers(0, c)] = np.nextafter(top, np.float32(0))
+  # Smallest normal max, tied, next to zeros. (XLA:CPU flushes subnormals to
+  # zero in every op, jnp.argmax included, so they are not tested here.)
+  z[-1] = 0.0
+  z[-1, 3] = z[-1, 5] = np.finfo(np.float32).tiny
+  y = np.where(rng.random(n) < 0.5, np.argmax(np.where(absent, -np.inf, z), 1),
+               np.argmax(np.where(absent, z, -np.inf), 1)).astype(np.int32)
+  y[::3] = rng.integers(0, c, n)[::3]  # some labels at a tied non-first max
+  stats, fast = cal._reduce(z, y, absent, None)
+  assert bool(fast)
+  ms, ps, mu, pu = _np_group_argmax(z, absent)
+  np.testing.assert_array_equal(stats.max_s, ms)
+  np.testing.assert_array_equal(stats.max_u, mu)
+  np.testing.assert_array_equal(stats.s_correct, ps == y)
+  np.testing.assert_array_equal(stats.u_correct, pu == y)
+  np.testing.assert_array_equal(stats.s_first, ps < pu)
+  # The curve equals the brute force on the tie-heavy rows. (Rows with 1-ulp
+  # gaps are left out: the brute force's float z + γ can round them together.)
+  keep = (np.arange(n) % 5 != 0) & (np.arange(n) < n - 1)
+  _, ref = _brute_curve(z[keep], y[keep], absent)
+  _, got = _valid_points(cal.seen_unseen_curve(z[keep], y[keep], absent))
+  np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_nan_and_inf_inside_wide_rows():
+  # NaN/inf in the middle of vectorised rows (not just short tails) must give
+  # NaN = -inf and +inf = max float, whichever path handles them.
+  rng = np.random.default_rng(7)
+  z = rng.normal(size=(50, 1000)).astype(np.float32)
+  absent = np.arange(1000) % 2 == 1
+  y = rng.integers(0, 1000, 50).astype(np.int32)
+  for i, j in enumerate([17, 499, 500, 998, 64]):
+    z[i, j] = np.nan
+    z[10 + i, j] = np.inf
+    z[20 + i, j:j + 2] = np.inf
+  for i, j in enumerate([2, 33, 501, 998]):
+    # The row max just before a NaN: a reduction whose NaN handling were not
+    # sticky (max(acc, NaN) = NaN, then max(NaN, x) = x) would lose it.
+    z[40 + i, j - 2:j] = 50.0
+    z[40 + i, j] = np.nan
+  z[30, :] = np.nan
+  z[31, ::2] = -np.inf   # every S logit -inf
+  got = cal.reduce_logits(z, y, absent)
+  ms, ps, mu, pu = _np_group_argmax(z, absent)
+  np.testing.assert_array_equal(got.max_s, ms)
+  np.testing.assert_array_equal(got.max_u, mu)
+  np.testing.assert_array_equal(got.s_correct, ps == y)
+  np.testing.assert_array_equal(got.u_correct, pu == y)
+  np.testing.assert_array_equal(got.s_first, ps < pu)
+
+
+def test_curve_tie_groups_and_signed_zero():
+  # Many samples share a breakpoint (also -0 vs +0): the int32-key sort must
+  # keep each group together and report the counts after the whole group.
+  z = np.array([[0., 0.], [-0., 0.], [0., -0.], [1., 0.], [1., 0.], [0., 1.]],
+               np.float32)
+  y = np.array([0, 1, 0, 0, 1, 1])
+  absent = np.array([False, True])
+  curve = cal.seen_unseen_curve(z, y, absent)
+  np.testing.assert_array_equal(curve.valid, [1, 0, 1, 0, 0, 1, 1])
+  gammas, pts = _valid_points(curve)
+  ref_gammas, ref_pts = _brute_curve(z, y, absent)
+  np.testing.assert_array_equal(gammas, ref_gammas)
+  np.testing.assert_allclose(pts, ref_pts, atol=1e-7)
+  # Invalid points inside a group repeat the counts after the group.
+  np.testing.assert_array_equal(curve.acc_all[3:5], curve.acc_all[5])
+
+
 # ---------------------------------------------------------------------------
 # jit / vmap / retracing.
 
