@@ -133,7 +133,7 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
   config.optimizer.name = "sgd"  # The paper's recipe: SGD with Nesterov momentum.
   config.optimizer.lr = PAPER_LR  # Head learning rate (official default).
   config.optimizer.momentum = 0.9  # Nesterov momentum.
-  config.optimizer.nesterov = True
+  config.optimizer.nesterov = True  # Nesterov, as the official code.
   config.optimizer.weight_decay = weight_decay  # PyTorch-style L2 added to the gradient, as the official code.
   config.optimizer.backbone_lr_mult = 0.1  # The backbone trains at 0.1x the head's rate.
   config.optimizer.warmup_steps = 0  # No warm-up in the official recipe.
@@ -157,7 +157,7 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
   config.ldifs.optimizer.weight_decay = 0.1  # Decoupled AdamW weight decay.
   config.ldifs.optimizer.backbone_lr_mult = 1.0  # One rate for all parameters.
   config.ldifs.optimizer.warmup_steps = 100  # Linear warm-up steps.
-  config.ldifs.optimizer.schedule = "cosine"
+  config.ldifs.optimizer.schedule = "cosine"  # Cosine decay after the warm-up.
   config.ldifs.optimizer.grad_clip_norm = 1.0  # Global-norm clip.
 
   config.holistic_transfer = ml_collections.ConfigDict()
