@@ -33,10 +33,12 @@ def run_seed(config: str, seed: int, workdir: str) -> None:
   subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def _mean_std(values: Sequence[float]) -> Dict[str, Any]:
-  x = np.asarray([np.nan if v is None else v for v in values], np.float64)
+def _mean_std(values: Sequence[Any]) -> Dict[str, Any]:
+  """Mean and sample std over the seeds that have a value (None = missing, e.g. PCV found no γ)."""
+  x = np.asarray([v for v in values if v is not None], np.float64)
+  mean = float(np.mean(x)) if x.size else float("nan")
   std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
-  return {"mean": float(np.mean(x)), "std": std, "n": int(x.size), "values": x.tolist()}
+  return {"mean": mean, "std": std, "n": int(x.size), "values": list(values)}
 
 
 def summarize(reports: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -79,7 +81,8 @@ def summarize(reports: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 def _fmt(s: Mapping[str, Any], scale: float = 1.0, digits: int = 1) -> str:
   if s is None or math.isnan(s["mean"]):
     return "–"
-  return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+  text = f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+  return text if s["n"] == len(s["values"]) else f"{text} (n={s['n']})"
 
 
 def markdown(summary: Mapping[str, Any]) -> str:

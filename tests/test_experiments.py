@@ -23,7 +23,6 @@ from ftcal_jax.class_split import ClassSplit  # pylint: disable=g-import-not-at-
 from ftcal_jax.datasets import imagenet_variants as iv  # pylint: disable=g-import-not-at-top
 from ftcal_jax.datasets import office_home  # pylint: disable=g-import-not-at-top
 
-pytestmark = pytest.mark.slow
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
 
@@ -106,6 +105,7 @@ _IMAGENET_R_LABELS = "imagenet_r"  # Every one of its 200 classes, 5 images each
 
 
 # One smoke run per config file (the other VTAB tasks differ only in the builder: see the test below).
+@pytest.mark.slow
 @pytest.mark.parametrize("name, arg, labels", [
     ("vtab", "dtd,runlocal", np.repeat(np.arange(47), 4)),
     # 40 of the 1000 classes, 12 images each: the carve keeps 10 for test and 2 for training.
@@ -155,6 +155,7 @@ def _fake_office_home_zip(path, folders, per_class=4):
           zf.writestr(f"OfficeHomeDataset_10072016/{folder}/{cls}/{i + 1:05d}.jpg", buf.getvalue())
 
 
+@pytest.mark.slow
 def test_office_home_source_then_target_smoke_run(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
@@ -186,3 +187,34 @@ def test_configs_reject_bad_args():
     _config("ablation_num_classes", "num_seen=200")
   with pytest.raises(ValueError, match="not a int"):
     _config("ablation_num_classes", "num_seen=half")
+
+
+def _fake_report(seed, ft_u, pcv_gamma, holds):
+  accs = lambda u: {"acc_y/y": 50.0, "acc_s/y": 60.0, "acc_u/y": u, "acc_s/s": 70.0, "acc_u/u": 40.0}
+  return {"config": {"seed": seed},
+          "methods": {"pretrained": {"name": "Pre-trained", "top1": accs(30.0)},
+                      "finetune": {"name": "FT", "top1": accs(ft_u)}},
+          "ausuc": {"pretrained": 0.2, "finetune": 0.2 + ft_u / 100},
+          "ncm": {"pretrained": accs(40.0), "finetune": accs(44.0)},
+          "gammas": {"alg": {"finetune": 1.0}, "oracle": {"finetune": {"gamma": 2.0}},
+                     "pcv": {"gamma": pcv_gamma}},
+          "findings": [{"claim": "FT lowers Acc_u/y", "holds": holds}]}
+
+
+def test_glyphs_seeds_summary_and_table():
+  spec = importlib.util.spec_from_file_location("glyphs_seeds", os.path.join(EXPERIMENTS, "glyphs_seeds.py"))
+  seeds = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(seeds)
+  summary = seeds.summarize([_fake_report(0, 4.0, 3.0, True), _fake_report(1, 8.0, None, False),
+                             _fake_report(2, 6.0, 5.0, None)])
+  ft = summary["methods"]["finetune"]["acc_u/y"]
+  assert ft["mean"] == pytest.approx(6.0) and ft["std"] == pytest.approx(2.0)  # ddof=1 of (4, 8, 6)
+  assert summary["methods"]["pretrained"]["acc_u/y"]["std"] == 0.0
+  assert summary["ausuc"]["finetune"]["mean"] == pytest.approx(0.26)
+  assert summary["findings"]["FT lowers Acc_u/y"] == {"holds": 1, "fails": 1, "unchecked": 1}
+  assert summary["seeds"] == [0, 1, 2]
+  assert summary["gammas"]["PCV"]["mean"] == pytest.approx(4.0) and summary["gammas"]["PCV"]["n"] == 2
+  table = seeds.markdown(summary)
+  assert "| FT | 50.0 ± 0.0 | 60.0 ± 0.0 | 6.0 ± 2.0 | 70.0 ± 0.0 | 40.0 ± 0.0 | 0.260 ± 0.020 |" in table
+  assert "| FT lowers Acc_u/y | 1/3 | 1/3 | 1/3 |" in table
+  assert "PCV 4.00 ± 1.41 (n=2)" in table
