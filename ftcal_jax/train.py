@@ -483,7 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def run_pcv(ctx: _Context, pre_heldout: evaluation.Predictions) -> Dict[str, List[Any]]:
-  """PCV's K pseudo-split fine-tunes; returns {'gammas', 'found', 'taus'} for report.build_report."""
+  """PCV's K pseudo-split fine-tunes; returns {'gammas', 'found', 'taus' (in %)} for report.build_report."""
   config, split = ctx.config, ctx.split
   train = ctx.dataset.train_split
   out = {"gammas": [], "found": [], "taus": []}
@@ -503,7 +503,7 @@ def run_pcv(ctx: _Context, pre_heldout: evaluation.Predictions) -> Dict[str, Lis
     gamma, found = calibration.pcv_select(curve, tau)
     out["gammas"].append(float(gamma))
     out["found"].append(bool(found))
-    out["taus"].append(tau)
+    out["taus"].append(100.0 * tau)  # The report's accuracies are in %.
     ctx.progress(f"pcv_{k}: tau {100 * tau:.1f}% (pre-trained on S2), gamma_k {float(gamma):.3f} "
                  f"(found {bool(found)})")
   return out
