@@ -139,7 +139,7 @@ def test_vtab_tasks_build_their_dataset(task, num_classes):
   from ftcal_jax.datasets import registry  # pylint: disable=g-import-not-at-top
   config = _config("vtab", f"{task},runlocal")
   with tfds.testing.mock_data(num_examples=4):
-    ds = registry.get_dataset(train._dataset_config(config))
+    ds = registry.get_dataset(config.dataset)
     assert ds.num_classes == num_classes and ds.image_shape == (16, 16, 3)
   assert ClassSplit.from_config(config.class_split, num_classes).seen.__len__() == round(num_classes / 2)
 
