@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,33 +47,40 @@ def data_dir(tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+  """One complete run of the testing config (with PCV), shared by the tests that only read or copy it."""
+  workdir = tmp_path_factory.mktemp("finished")
+  config = _testing_config(data_dir, **{"pcv.enabled": True})
+  return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
 def _finetune_test_logits(workdir):
   with np.load(os.path.join(workdir, "finetune", "predictions.npz")) as f:
     return f["test/logits"]
 
 
-def test_same_config_and_seed_twice_gives_identical_metrics(data_dir, tmp_path):
-  config = _testing_config(data_dir, **{"pcv.enabled": True})
-  a = train.train_and_evaluate(config, str(tmp_path / "a"))
-  b = train.train_and_evaluate(config, str(tmp_path / "b"))
+def test_same_config_and_seed_twice_gives_identical_metrics(finished_run, tmp_path):
+  config, workdir_a, a = finished_run
+  b = train.train_and_evaluate(config, str(tmp_path))
   assert a["methods"] == b["methods"]
   assert a["gammas"] == b["gammas"]
-  np.testing.assert_array_equal(_finetune_test_logits(tmp_path / "a"), _finetune_test_logits(tmp_path / "b"))
+  np.testing.assert_array_equal(_finetune_test_logits(workdir_a), _finetune_test_logits(tmp_path))
   # The training-dynamics history reaches the report, and PCV ran its split.
   hist = a["history"]["finetune"]
   assert hist["step"][0] == 0 and hist["step"][-1] == config.num_steps
   assert len(a["gammas"]["pcv"]["per_split"]) == config.pcv.num_splits
-  with open(tmp_path / "a" / "summary.json") as f:
+  with open(workdir_a / "summary.json") as f:
     assert "finetune" in json.load(f)["runs"]
 
 
-def test_a_completed_method_is_not_trained_again(data_dir, tmp_path, capsys):
-  config = _testing_config(data_dir)
-  first = train.train_and_evaluate(config, str(tmp_path))
+def test_a_completed_method_is_not_trained_again(finished_run, tmp_path, capsys):
+  config, workdir, first = finished_run
+  shutil.copytree(workdir, tmp_path / "copy")
   capsys.readouterr()
-  again = train.train_and_evaluate(config, str(tmp_path))
+  again = train.train_and_evaluate(config, str(tmp_path / "copy"))
   out = capsys.readouterr().out
-  assert "finetune: complete in an earlier run" in out
+  assert "finetune: complete in an earlier run" in out and "pcv_0: complete in an earlier run" in out
   assert "steps/s" not in out  # No training step ran.
   assert first["methods"] == again["methods"]
 
@@ -110,15 +118,23 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, t
   np.testing.assert_array_equal(_finetune_test_logits(workdir), _finetune_test_logits(tmp_path / "reference"))
 
 
-def test_a_workdir_from_another_config_is_refused(data_dir, tmp_path):
-  train.train_and_evaluate(_testing_config(data_dir), str(tmp_path))
+def test_a_workdir_from_another_config_is_refused(finished_run, tmp_path):
+  config, workdir, _ = finished_run
+  shutil.copytree(workdir, tmp_path / "copy")
+  other = _testing_config(config.dataset.data_dir, **{"pcv.enabled": True, "optimizer.lr": 0.5})
   with pytest.raises(checkpointing.ConfigMismatchError, match="different config.*fresh --workdir"):
-    train.train_and_evaluate(_testing_config(data_dir, **{"optimizer.lr": 0.5}), str(tmp_path))
+    train.train_and_evaluate(other, str(tmp_path / "copy"))
+  # The same guard protects a run's checkpoints when its cached predictions are gone.
+  os.remove(tmp_path / "copy" / "pretrained" / "predictions.npz")
+  os.remove(tmp_path / "copy" / "finetune" / "predictions.npz")
+  with pytest.raises(checkpointing.ConfigMismatchError, match="holds checkpoints from a different config"):
+    train.train_and_evaluate(other, str(tmp_path / "copy"))
 
 
-def test_a_corrupted_checkpoint_is_reported(data_dir, tmp_path):
-  config = _testing_config(data_dir)
-  train.train_and_evaluate(config, str(tmp_path))
+def test_a_corrupted_checkpoint_is_reported(finished_run, tmp_path):
+  config, workdir, _ = finished_run
+  shutil.copytree(workdir, tmp_path / "copy")
+  tmp_path = tmp_path / "copy"
   os.remove(tmp_path / "finetune" / "predictions.npz")  # Force a restore from the checkpoint.
   step_dir = tmp_path / "finetune" / str(config.num_steps)
   for root, _, files in os.walk(step_dir):
