@@ -440,7 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   alg_train, ncm_train = {}, {"pretrained": pre["ncm_train"]}
   histories = {}
 
-  for i, name in enumerate(config.methods):
+  for name in config.methods:
     method = methods.get_method(name)
     classes = seen if method.train_classes == "seen" else all_classes
     passes = {"test": (test, None)}
@@ -448,8 +448,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       passes["alg_train"] = (train, seen)  # Its own S-only fine-tuning data, never test data (ALG).
     if name == "finetune":
       passes["ncm_train"] = (train, all_classes)
-    preds, history = run_method(ctx, name, name, train_split=train, classes=classes, seed=config.seed * 1000 + i,
-                                passes=passes)
+    # A per-method seed that does not depend on the order of config.methods.
+    seed = config.seed * 1000 + methods.list_methods().index(name)
+    preds, history = run_method(ctx, name, name, train_split=train, classes=classes, seed=seed, passes=passes)
     test_preds[name] = preds["test"]
     if "alg_train" in preds:
       alg_train[name] = preds["alg_train"]
