@@ -4,7 +4,7 @@ Each seed is the README's main command with --config.seed=S (the class split, in
 it) in its own process and workdir, so a rerun resumes or reuses finished seeds. The table goes to stdout and to
 WORKDIR/seeds_table.md, the numbers to WORKDIR/seeds_summary.json.
 
-  python experiments/glyphs_seeds.py --workdir workdirs/glyphs_seeds            # seeds 0,1,2, ~15 min on 2 cores
+  python experiments/glyphs_seeds.py --workdir workdirs/glyphs_seeds            # seeds 0,1,2, ~5 min on 2 cores
   python experiments/glyphs_seeds.py --workdir /tmp/s --config configs/glyphs.py:runlocal --seeds 0,1   # quick
   python experiments/glyphs_seeds.py --workdir workdirs/glyphs_seeds --table_only   # re-tabulate finished seeds
 
