@@ -24,6 +24,10 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. con
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Output directory; rerunning with the same config resumes there.")
 flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() first (multi-host pods).")
+# Only for clusters JAX cannot detect by itself (TPU pods, SLURM, Open MPI and Kubernetes need none of these).
+flags.DEFINE_string("coordinator_address", None, "With --jax_distributed: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --jax_distributed: the number of processes (hosts).")
+flags.DEFINE_integer("process_id", None, "With --jax_distributed: this process's index in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,7 +39,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.jax_distributed:
-    jax.distributed.initialize()
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from ftcal_jax import train  # pylint: disable=g-import-not-at-top
   print(f"[{time.time() - _T0:6.1f}s] ftcal_jax: imports done", flush=True)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir, start_time=_T0)

@@ -30,7 +30,6 @@ import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
@@ -126,8 +125,11 @@ def resolve_checkpoint(path: str) -> str:
   shipped = os.path.join(ASSETS_DIR, os.path.basename(path))
   if os.path.exists(shipped):
     return shipped
-  raise ValueError(f"init_checkpoint {path!r} not found (nor {shipped}). Rebuild the shipped one with "
-                   "`python experiments/pretrain_glyphs.py`, or set config.init_checkpoint to an existing .npz.")
+  hint = ("Rebuild the shipped Glyphs checkpoint with `python experiments/pretrain_glyphs.py`."
+          if os.path.basename(path).startswith("glyphs_") else
+          "ftcal_jax never downloads weights: copy the checkpoint (e.g. vit_jax's ViT-B_32.npz) to that path.")
+  raise ValueError(f"init_checkpoint {path!r} not found (nor {shipped}). {hint} Or set config.init_checkpoint "
+                   "to an existing .npz.")
 
 
 def head_statistics(kernel: np.ndarray, init_kernel: np.ndarray, seen: np.ndarray,
@@ -220,6 +222,10 @@ def train_model(ctx: _Context, run_name: str, method_name: str, *, train_split: 
   config, mesh = ctx.config, ctx.mesh
   method = methods.get_method(method_name)
   num_examples = ctx.dataset.num_examples(train_split, classes)
+  if num_examples == 0:
+    raise ValueError(f"{run_name}: split {train_split!r} has no training examples of classes "
+                     f"{list(classes) if classes is not None else 'all'}; check config.dataset and "
+                     "config.class_split (the seen classes must have training data).")
   steps = num_steps or _num_steps(config, num_examples)
   opt_cfg = config.ldifs.optimizer if method.loss == "ldifs" else config.optimizer
   key = (method.trainable, method.loss, opt_cfg.name)
@@ -413,7 +419,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if "pretrain" in config.methods:
     raise ValueError("'pretrain' runs alone (configs/glyphs_pretrain.py); remove it from config.methods.")
 
-  split = ClassSplit.from_config(config.class_split, num_classes)
+  # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
+  split = ClassSplit.from_config(config.class_split, num_classes,
+                                 candidates=getattr(dataset, "present_classes", None))
   class_mask = getattr(dataset, "class_mask", None)
   ctx = _Context(config, workdir, mesh, dataset, split, model, init_params, class_mask, writer, progress,
                  _fingerprint_config(config))

@@ -85,22 +85,6 @@ def _run(config, workdir):
   return _check_report(str(workdir), config)
 
 
-def _imagenet_r_candidates(monkeypatch):
-  """Workaround until train.py passes candidates=dataset.present_classes to ClassSplit.from_config.
-
-  Without it the split is drawn over all 1000 head classes, and report.build_report rightly rejects S/U classes
-  that ImageNet-R lacks. This fills in the 200 present classes only when the caller gave none, so it is a no-op
-  once train.py does it itself.
-  """
-  original = ClassSplit.from_config.__func__
-
-  def from_config(cls, cfg, num_classes, candidates=None):
-    if candidates is None and num_classes == 1000:
-      candidates = iv.imagenet_r_head_indices()
-    return original(cls, cfg, num_classes, candidates)
-  monkeypatch.setattr(ClassSplit, "from_config", classmethod(from_config))
-
-
 _IMAGENET_R_LABELS = "imagenet_r"  # Every one of its 200 classes, 5 images each (carved: 4 train, 1 test).
 
 
@@ -119,7 +103,6 @@ def test_tfds_experiment_smoke_run(tmp_path, monkeypatch, name, arg, labels):
   config = _config(name, arg)
   if isinstance(labels, str):
     labels = np.repeat(iv.imagenet_r_head_indices(), 5)
-    _imagenet_r_candidates(monkeypatch)
   with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset(labels)):
     report = _run(config, tmp_path / "work")
   split = report["class_split"]

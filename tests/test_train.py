@@ -173,3 +173,22 @@ def test_head_statistics():
   assert cos == pytest.approx(1.0)  # Both U columns moved along the same direction.
   kernel[1, 3] = -2.0
   assert train.head_statistics(kernel, init, seen, ~seen)[2] == pytest.approx(np.sqrt(0.5))
+
+
+def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
+  from ftcal_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.datasets import glyphs, registry  # pylint: disable=g-import-not-at-top
+
+  def load(split):
+    images, labels = glyphs.load_glyphs_arrays(split, config="small", data_dir=str(data_dir))
+    if split == "target_train":  # Class 0 has test data but no training data.
+      images, labels = images[labels != 0], labels[labels != 0]
+    return images, labels
+
+  registry.register_dataset("glyphs_without_0", lambda cfg: input_pipeline.ArrayDataset(
+      name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(str(c) for c in range(47)),
+      train_split="target_train", test_split="target_test"))
+  config = _testing_config(data_dir, **{"dataset.name": "glyphs_without_0", "class_split.kind": "explicit",
+                                        "class_split.seen": (0,)})
+  with pytest.raises(ValueError, match=r"finetune: split 'target_train' has no training examples of classes \[0\]"):
+    train.train_and_evaluate(config, str(tmp_path))
