@@ -17,26 +17,15 @@ Hardware, batch and time (estimates, not measured): the chosen benchmark's, with
 the Oracle: on ImageNet-R about 20-25 minutes on a TPU v3-8 or an 8-GPU host; global batch 64.
 """
 
-import importlib.util
-import os
-
-
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
+from ftcal_jax import recipes as pr
 
 def get_config(arg=None):
   """Arg: 'imagenet_r' or an Office-Home pair, optionally ',runlocal'."""
-  pr = _recipe()
   args = pr.parse_arg(arg, positional="benchmark", benchmark="imagenet_r", runlocal=False)
   local = ",runlocal" if args["runlocal"] else ""
   if args["benchmark"] == "imagenet_r":
-    config = pr.load("imagenet_r").get_config(local)
+    config = pr.load("imagenet_r", __file__).get_config(local)
   else:
-    config = pr.load("office_home").get_config(args["benchmark"] + local)  # Raises on an unknown pair.
+    config = pr.load("office_home", __file__).get_config(args["benchmark"] + local)  # Raises on an unknown pair.
   config.methods = ("finetune", "frozen_classifier", "linear_probe")  # The three arms, in one job.
   return config

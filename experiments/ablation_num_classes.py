@@ -18,28 +18,18 @@ Hardware, batch and time (estimates, not measured): global batch 64; FT and PCV 
 per value on a TPU v3-8 or an 8-GPU host at ~2k img/s.
 """
 
-import importlib.util
-import os
+from ftcal_jax import recipes as pr
 
 NUM_CLASSES = 200  # ImageNet-R's classes.
 
 
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg=None):
   """Arg: 'num_seen=N[,runlocal]'."""
-  pr = _recipe()
   args = pr.parse_arg(arg, num_seen=100, runlocal=False)
   n = args["num_seen"]
   if not 2 <= n <= NUM_CLASSES - 1:
     raise ValueError(f"num_seen must be in [2, {NUM_CLASSES - 1}] (PCV halves S); got {n}.")
-  config = pr.load("imagenet_r").get_config("runlocal" if args["runlocal"] else None)
+  config = pr.load("imagenet_r", __file__).get_config("runlocal" if args["runlocal"] else None)
   config.methods = ("finetune",)  # FT and its calibrations at each |S|.
   config.class_split.num_seen = n
   config.class_split.num_absent = NUM_CLASSES - n

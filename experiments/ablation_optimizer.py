@@ -20,27 +20,17 @@ Hardware, batch and time (estimates, not measured): as imagenet_r.py without the
 training images per arm, about 15-20 minutes per arm on a TPU v3-8 or an 8-GPU host.
 """
 
-import importlib.util
-import os
+from ftcal_jax import recipes as pr
 
 OPTIMIZERS = ("sgd", "adam")
 
 
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg=None):
   """Arg: 'sgd' or 'adam', optionally ',runlocal'."""
-  pr = _recipe()
   args = pr.parse_arg(arg, positional="optimizer", optimizer="sgd", runlocal=False)
   if args["optimizer"] not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer arm {args['optimizer']!r}; valid: {', '.join(OPTIMIZERS)}.")
-  config = pr.load("imagenet_r").get_config("runlocal" if args["runlocal"] else None)
+  config = pr.load("imagenet_r", __file__).get_config("runlocal" if args["runlocal"] else None)
   config.methods = ("finetune",)  # The ablation compares FT (and its calibrations) only.
   if args["optimizer"] == "adam":
     config.optimizer.name = "adamw"  # Adam with decoupled weight decay.

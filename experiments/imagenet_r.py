@@ -26,21 +26,10 @@ Hardware, batch and time (estimates from image counts, not measured): global bat
 images, about 25-35 minutes on a TPU v3-8 or an 8-GPU host at ~2k img/s (bfloat16). One host suffices.
 """
 
-import importlib.util
-import os
-
-
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
+from ftcal_jax import recipes as pr
 
 def get_config(arg=None):
   """Arg: '[keep][,runlocal]' (head_classes='keep' instead of 'mask'; CPU smoke run)."""
-  pr = _recipe()
   args = pr.parse_arg(arg, keep=False, runlocal=False)
   config = pr.recipe(
       # head_classes: 'mask' the 800 head classes ImageNet-R lacks out of every argmax, or 'keep' all 1000.

@@ -22,21 +22,10 @@ Hardware, batch and time (estimates from image counts, not measured): global bat
 v3-8 or an 8-GPU host at ~2k img/s (bfloat16). Sketch JPEGs are large: give tf.data several CPU cores per host.
 """
 
-import importlib.util
-import os
-
-
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
+from ftcal_jax import recipes as pr
 
 def get_config(arg=None):
   """Arg: '[runlocal]'."""
-  pr = _recipe()
   args = pr.parse_arg(arg, runlocal=False)
   config = pr.recipe(
       # head_classes: Sketch covers all 1000 head classes, so 'mask' and 'keep' agree.

@@ -33,21 +33,14 @@ stage, PCV's 3 runs and the 4 methods a pair needs ~0.5M training images: about 
 help at batch 64.
 """
 
-import importlib.util
 import os
+
+from ftcal_jax import recipes as pr
 
 _PAIRS = {"Ar-Cl": ("Art", "Clipart"), "Ar-Pr": ("Art", "Product"), "Ar-Rw": ("Art", "Real_World"),
           "Rw-Ar": ("Real_World", "Art"), "Rw-Cl": ("Real_World", "Clipart"), "Rw-Pr": ("Real_World", "Product")}
 PAIRS = tuple(_PAIRS)
 _SHORT = {"Art": "Ar", "Real_World": "Rw"}
-
-
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def source_checkpoint(source_domain: str) -> str:
@@ -58,7 +51,6 @@ def source_checkpoint(source_domain: str) -> str:
 
 def get_config(arg=None):
   """Arg: 'PAIR[,source][,runlocal]', e.g. 'Ar-Cl' or 'Rw-Pr,runlocal'."""
-  pr = _recipe()
   args = pr.parse_arg(arg, positional="pair", pair="Ar-Cl", source=False, runlocal=False)
   if args["pair"] not in _PAIRS:
     raise ValueError(f"Unknown Office-Home pair {args['pair']!r}; valid pairs: {', '.join(PAIRS)}.")

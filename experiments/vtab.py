@@ -24,23 +24,13 @@ Hardware, batch and time (estimates from image counts, not measured): global bat
 evaluation of the test split.
 """
 
-import importlib.util
-import os
+from ftcal_jax import recipes as pr
 
 TASKS = ("caltech101", "dtd", "oxford_flowers102")
 
 
-def _recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_recipe.py")
-  spec = importlib.util.spec_from_file_location("ftcal_experiments_paper_recipe", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg=None):
   """Arg: 'TASK[,runlocal]', e.g. 'dtd' or 'caltech101,runlocal'."""
-  pr = _recipe()
   args = pr.parse_arg(arg, positional="task", task="dtd", runlocal=False)
   if args["task"] not in TASKS:
     raise ValueError(f"Unknown VTAB task {args['task']!r}; valid tasks: {', '.join(TASKS)}.")

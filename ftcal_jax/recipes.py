@@ -1,8 +1,8 @@
 """The paper's recipe on a real benchmark, as a config in the schema of configs/glyphs.py.
 
 Every config in experiments/ starts from `recipe(...)`, sets what its table changes, and calls `finish(...)`,
-which applies the `runlocal` shrink and locks the config. Config files are run as scripts by `config_flags`, so
-they load this module by path (`load()`), not as a package import.
+which applies the `runlocal` shrink and locks the config. Config files are run as scripts by `config_flags`, so one
+that builds on another (an ablation on ImageNet-R) loads it by path with `load(name, __file__)`.
 
 Arguments come as one string after the colon, comma-separated, e.g. `office_home.py:Ar-Cl,runlocal` or
 `ablation_num_classes.py:num_seen=20`: `parse_arg` reads `key=value` tokens (typed by the default), bare names of
@@ -21,11 +21,11 @@ PAPER_BATCH = 64
 PAPER_LR = 1e-3
 
 
-def load(name: str):
-  """Imports experiments/<name>.py by path (config files are not importable as a package)."""
+def load(name: str, anchor: str):
+  """Imports the config file <name>.py that sits beside the file `anchor` (config files are not a package)."""
   key = f"ftcal_experiments_{name}"
   if key not in sys.modules:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(anchor)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(key, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
