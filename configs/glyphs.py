@@ -103,6 +103,8 @@ def get_config(arg=None):
   config.heartbeat_s = 10.0  # Seconds between "still working" lines during long silent stages.
   config.pretrain_output = ""  # Only pre-training jobs write a checkpoint (configs/glyphs_pretrain.py).
 
+  if arg not in (None, "", "all", "runlocal"):
+    raise ValueError(f"Unknown configs/glyphs.py argument {arg!r}; valid: 'all', 'runlocal' or none.")
   if arg == "all":  # Every baseline (frozen classifier, LDIFS, HT variant): a few more minutes.
     config.methods = ("finetune", "oracle", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer")
   if arg == "runlocal":
