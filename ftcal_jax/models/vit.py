@@ -19,9 +19,100 @@ LDIFS (intermediate token maps) need.
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
+
+
+@jax.custom_vjp
+def _softmax_attention(q, k, v):
+  """softmax(q k^T) v over the last two axes of (..., T, hd) arrays (q already scaled), with a lean backward.
+
+  The VJP keeps the attention weights p and uses dS = p * (dP - rowsum(dO * O)), the identity flash attention
+  uses: its row sum runs over hd instead of Tk, and the softmax backward is one elementwise pass over (Tq, Tk).
+  """
+  return _softmax_attention_fwd(q, k, v)[0]
+
+
+def _softmax_attention_fwd(q, k, v):
+  p = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2))
+  o = p @ v
+  return o, (q, k, v, p, o)
+
+
+def _softmax_attention_bwd(res, do):
+  q, k, v, p, o = res
+  dp = do @ jnp.swapaxes(v, -1, -2)
+  ds = p * (dp - jnp.sum(do * o, axis=-1, keepdims=True))
+  return ds @ k, jnp.swapaxes(ds, -1, -2) @ q, jnp.swapaxes(p, -1, -2) @ do
+
+
+_softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
+
+
+def heads_major_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
+                          broadcast_dropout=True, deterministic=True, dtype=None, precision=None):
+  """softmax(q k^T / sqrt(hd)) v, an `attention_fn` for nn.MultiHeadDotProductAttention.
+
+  The same function as Flax's default, computed faster on CPU: the heads move before the tokens once, so that
+  both products are batched matmuls over (B, H) (XLA:CPU runs Flax's '...qhd,...khd->...hqk' einsum about 3x
+  slower), q is scaled instead of the (Tq, Tk) logits, and without mask or dropout a custom VJP does the
+  backward pass (see _softmax_attention).
+
+  Args:
+    query, key, value: (B, T, H, hd). dtype: compute dtype (default: the inputs').
+    mask: optional boolean, broadcastable to (B, H, Tq, Tk); False entries get no weight.
+    dropout_rng, dropout_rate, broadcast_dropout, deterministic: dropout on the attention weights, as in Flax.
+    precision: passed to the matmuls.
+
+  Returns:
+    (B, Tq, H, hd).
+  """
+  dtype = dtype or query.dtype
+  q, k, v = (jnp.swapaxes(t, -3, -2).astype(dtype) for t in (query, key, value))  # (B, H, T, hd)
+  q = q * np.asarray(1.0 / np.sqrt(q.shape[-1]), dtype)
+  dropout = not deterministic and dropout_rate > 0.0
+  if mask is None and not dropout and precision is None:
+    return jnp.swapaxes(_softmax_attention(q, k, v), -3, -2)
+  w = jnp.matmul(q, jnp.swapaxes(k, -1, -2), precision=precision)
+  if mask is not None:
+    w = jnp.where(mask, w, jnp.finfo(dtype).min)
+  w = jax.nn.softmax(w)
+  if dropout:
+    keep = 1.0 - dropout_rate
+    shape = (1,) * (w.ndim - 2) + w.shape[-2:] if broadcast_dropout else w.shape
+    w = w * (jax.random.bernoulli(dropout_rng, keep, shape) / keep).astype(dtype)
+  return jnp.swapaxes(jnp.matmul(w, v, precision=precision), -3, -2)
+
+
+@jax.custom_vjp
+def gelu_erf(x):
+  """Exact GELU, x * Phi(x) with the erf-based normal CDF Phi (PyTorch's nn.GELU() and vit_jax's default).
+
+  The same values as nn.gelu(x, approximate=False); the custom VJP keeps Phi(x) from the forward pass, so that
+  the backward pass, Phi(x) + x * phi(x), costs one exp instead of XLA recomputing erf in several fusions.
+  """
+  return x * _normal_cdf(x)
+
+
+def _normal_cdf(x):
+  return 0.5 * (1.0 + jax.lax.erf(x * np.asarray(1.0 / np.sqrt(2.0), x.dtype)))
+
+
+def _gelu_fwd(x):
+  cdf = _normal_cdf(x)
+  return x * cdf, (x, cdf)
+
+
+def _gelu_bwd(res, g):
+  x, cdf = res
+  pdf = jnp.exp(-0.5 * x * x) * np.asarray(1.0 / np.sqrt(2.0 * np.pi), x.dtype)
+  return (g * (cdf + x * pdf),)
+
+
+gelu_erf.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 class MlpBlock(nn.Module):
@@ -37,7 +128,7 @@ class MlpBlock(nn.Module):
                                bias_init=nn.initializers.normal(stddev=1e-6))
     x = dense(self.mlp_dim)(x)
     # Exact (erf) GELU, as in vit_jax and PyTorch's nn.GELU default: parity needs the same function.
-    x = nn.gelu(x, approximate=False)
+    x = gelu_erf(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     x = dense(d)(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
@@ -57,12 +148,33 @@ class Encoder1DBlock(nn.Module):
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
         dropout_rate=self.attention_dropout_rate, deterministic=not train,
-        name="MultiHeadDotProductAttention_1")(y, y)
+        attention_fn=heads_major_attention, name="MultiHeadDotProductAttention_1")(y, y)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     x = x + y
     y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="LayerNorm_2")(x)
     y = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout_rate=self.dropout_rate, name="MlpBlock_3")(y, train=train)
     return x + y
+
+
+@jax.custom_vjp
+def _add_over_batch(x, pe):
+  """x + pe for x (B, ...) and pe (1, ...); the custom VJP sums pe's gradient over the batch as a matmul.
+
+  XLA:CPU reduces a (B, T, D) array over its leading axis about 30x slower than it multiplies by a ones vector.
+  """
+  return x + pe
+
+
+def _add_over_batch_fwd(x, pe):
+  return x + pe, None
+
+
+def _add_over_batch_bwd(_, g):
+  b = g.shape[0]
+  return g, (jnp.ones((1, b), g.dtype) @ g.reshape(b, -1)).reshape((1,) + g.shape[1:])
+
+
+_add_over_batch.defvjp(_add_over_batch_fwd, _add_over_batch_bwd)
 
 
 class AddPositionEmbs(nn.Module):
@@ -71,7 +183,7 @@ class AddPositionEmbs(nn.Module):
   @nn.compact
   def __call__(self, x):
     pe = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:])
-    return x + pe.astype(x.dtype)
+    return _add_over_batch(x, pe.astype(x.dtype))
 
 
 class Encoder(nn.Module):
