@@ -153,3 +153,46 @@ def test_patch_embedding_is_the_strided_conv(res):
   ours = _apply(model)({"params": params}, x, feature_blocks=(0,))["blocks"][0]
   pos = params["Transformer"]["posembed_input"]["pos_embedding"]
   np.testing.assert_allclose(ours[:, 1:], conv.reshape(2, 16, 16) + pos[:, 1:], atol=1e-5)
+
+
+def test_heads_major_attention_matches_flax_default():
+  """Values and gradients of the custom attention_fn equal Flax's dot_product_attention (mask path too)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.models.vit import heads_major_attention  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  q, k, v = (jnp.asarray(rng.randn(2, 7, 3, 4), jnp.float32) for _ in range(3))
+  cot = jnp.asarray(rng.randn(2, 7, 3, 4), jnp.float32)
+  mask = jnp.asarray(rng.rand(2, 1, 7, 7) > 0.3)
+  for kwargs in ({}, {"mask": mask}):
+    loss = lambda fn, *a: jnp.sum(fn(*a, **kwargs) * cot)
+    ours, theirs = (jax.value_and_grad(loss, argnums=(1, 2, 3))(fn, q, k, v)
+                    for fn in (heads_major_attention, nn.dot_product_attention))
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
+    for a, b in zip(ours[1], theirs[1]):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_attention_dropout_uses_rng_and_rate():
+  from ftcal_jax.models.vit import heads_major_attention  # pylint: disable=g-import-not-at-top
+  q = jnp.asarray(np.random.RandomState(0).randn(2, 6, 2, 4), jnp.float32)
+  plain = heads_major_attention(q, q, q)
+  off = heads_major_attention(q, q, q, dropout_rng=jax.random.key(0), dropout_rate=0.5, deterministic=True)
+  np.testing.assert_array_equal(plain, off)
+  a, b = (heads_major_attention(q, q, q, dropout_rng=jax.random.key(s), dropout_rate=0.5, deterministic=False)
+          for s in (0, 1))
+  assert not np.allclose(a, plain) and not np.allclose(a, b)
+
+
+def test_gelu_erf_and_position_embedding_gradients():
+  """The custom VJPs give the same values and gradients as the plain formulas."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.models import vit  # pylint: disable=g-import-not-at-top
+  x = jnp.linspace(-8.0, 8.0, 4001)
+  np.testing.assert_allclose(vit.gelu_erf(x), nn.gelu(x, approximate=False), atol=2e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(vit.gelu_erf))(x),
+                             jax.vmap(jax.grad(lambda t: nn.gelu(t, approximate=False)))(x), atol=1e-6)
+  rng = np.random.RandomState(0)
+  xs, pe, cot = (jnp.asarray(rng.randn(*s), jnp.float32) for s in ((5, 3, 4), (1, 3, 4), (5, 3, 4)))
+  ours = jax.grad(lambda a, b: jnp.sum(vit._add_over_batch(a, b) * cot), argnums=(0, 1))(xs, pe)  # pylint: disable=protected-access
+  np.testing.assert_allclose(ours[0], cot)
+  np.testing.assert_allclose(ours[1], cot.sum(0, keepdims=True), rtol=1e-5, atol=1e-6)
