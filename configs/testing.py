@@ -4,23 +4,13 @@ r"""A tiny end-to-end job for tests: ViT-testing on the 'small' Glyphs build, a 
       --config.dataset.data_dir=/tmp/tfds_small
 """
 
-import importlib.util
-import os
-
-
-def _demo_config_module():
-  # Loaded by path: config_flags runs config files as scripts, so `configs` need not be an importable package.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glyphs.py")
-  spec = importlib.util.spec_from_file_location("ftcal_glyphs_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from ftcal_jax import recipes
 
 
 def get_config(arg=None):
   """The demo config shrunk to seconds; arg is unused (kept for the get_config(arg) convention)."""
   del arg
-  config = _demo_config_module().get_config()
+  config = recipes.load("glyphs", __file__).get_config()
   config.unlock()
   config.dataset.config = "small"  # A few fonts; builds in seconds.
   config.model.name = "ViT-testing"  # A few thousand parameters.

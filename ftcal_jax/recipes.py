@@ -11,6 +11,7 @@ boolean keys (`runlocal`), and at most one bare value for the config's positiona
 
 import importlib.util
 import os
+import re
 import sys
 from typing import Any, Dict, Optional, Sequence
 
@@ -21,16 +22,22 @@ PAPER_BATCH = 64
 PAPER_LR = 1e-3
 
 
-def load(name: str, anchor: str):
-  """Imports the config file <name>.py that sits beside the file `anchor` (config files are not a package)."""
-  key = f"ftcal_experiments_{name}"
+def load_file(path: str):
+  """Imports a config (or script) file by path, once; config files are run by `config_flags`, not a package."""
+  path = os.path.abspath(path)
+  # Keyed by the full path: configs/ and experiments/ may hold files of the same name.
+  key = "ftcal_config_" + re.sub(r"\W", "_", path)
   if key not in sys.modules:
-    path = os.path.join(os.path.dirname(os.path.abspath(anchor)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(key, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sys.modules[key] = module
   return sys.modules[key]
+
+
+def load(name: str, anchor: str):
+  """Imports the config file <name>.py that sits beside the file `anchor`."""
+  return load_file(os.path.join(os.path.dirname(os.path.abspath(anchor)), f"{name}.py"))
 
 
 def parse_arg(arg: Optional[str], positional: Optional[str] = None, **defaults: Any) -> Dict[str, Any]:

@@ -1,18 +1,16 @@
 """The configs in configs/ load, are locked, and refuse an unknown argument."""
 
-import importlib.util
 import os
 
 import pytest
+
+from ftcal_jax import recipes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return recipes.load_file(os.path.join(REPO, "configs", f"{name}.py"))
 
 
 @pytest.mark.parametrize("name, arg", [("glyphs", None), ("glyphs", "all"), ("glyphs", "runlocal"),

@@ -4,7 +4,6 @@ TFDS benchmarks read fake JPEG records through `tfds.testing.mock_data`; Office-
 of its two domains, and its smoke run chains the source stage into the target stage, as a real run does.
 """
 
-import importlib.util
 import io
 import json
 import os
@@ -19,6 +18,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 train = pytest.importorskip("ftcal_jax.train")
 
 from ftcal_jax import methods as methods_lib  # pylint: disable=g-import-not-at-top
+from ftcal_jax import recipes  # pylint: disable=g-import-not-at-top
 from ftcal_jax.class_split import ClassSplit  # pylint: disable=g-import-not-at-top
 from ftcal_jax.datasets import imagenet_variants as iv  # pylint: disable=g-import-not-at-top
 from ftcal_jax.datasets import office_home  # pylint: disable=g-import-not-at-top
@@ -27,10 +27,7 @@ EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def _config(name, arg):
-  spec = importlib.util.spec_from_file_location(f"exp_{name}", os.path.join(EXPERIMENTS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = recipes.load_file(os.path.join(EXPERIMENTS, f"{name}.py")).get_config(arg)
   config.write_figures = False  # report.py's own tests draw the figures; keep this file fast.
   config.heartbeat_s = 600.0
   return config
@@ -185,9 +182,7 @@ def _fake_report(seed, ft_u, pcv_gamma, holds):
 
 
 def test_glyphs_seeds_summary_and_table():
-  spec = importlib.util.spec_from_file_location("glyphs_seeds", os.path.join(EXPERIMENTS, "glyphs_seeds.py"))
-  seeds = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(seeds)
+  seeds = recipes.load_file(os.path.join(EXPERIMENTS, "glyphs_seeds.py"))
   summary = seeds.summarize([_fake_report(0, 4.0, 3.0, True), _fake_report(1, 8.0, None, False),
                              _fake_report(2, 6.0, 5.0, None)])
   ft = summary["methods"]["finetune"]["acc_u/y"]

@@ -12,19 +12,14 @@ import numpy as np
 import pytest
 
 from ftcal_jax import checkpointing
+from ftcal_jax import recipes
 from ftcal_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _testing_config(data_dir, **overrides):
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  del config_flags
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("testing_config", os.path.join(REPO, "configs", "testing.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = recipes.load_file(os.path.join(REPO, "configs", "testing.py")).get_config()
   with config.unlocked():
     config.dataset.data_dir = str(data_dir)
     config.pcv.enabled = False
