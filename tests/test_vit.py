@@ -1,5 +1,6 @@
 """The Flax ViT and its registry: outputs, taps, parameter counts, bf16 compute."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,8 +130,9 @@ def test_bf16_compute_keeps_float32_params():
   x = jnp.asarray(np.random.RandomState(3).randn(4, 32, 32, 3), jnp.float32)
   jaxpr = jax.make_jaxpr(lambda p, x: _apply(bf16)({"params": p}, x))(params, x).jaxpr
   dots = _dot_dtypes(jaxpr)
-  # Patch conv + 4 Dense per attention + 2 attention einsums + 2 MLP Dense, per block, then the head.
-  assert len(dots) == 1 + 2 * (4 + 2 + 2) + 1, dots
+  # Patch embedding; per block the fused q/k/v and the out projections, the 2 attention products and the
+  # 2 MLP Dense; then the head.
+  assert len(dots) == 1 + 2 * (2 + 2 + 2) + 1, dots
   assert dots[-1] == ("float32", "float32")  # the head stays float32 for calibration-grade logits
   assert all(d == ("bfloat16", "bfloat16") for d in dots[:-1]), dots
   out16 = _apply(bf16)({"params": params}, x)
@@ -155,32 +157,38 @@ def test_patch_embedding_is_the_strided_conv(res):
   np.testing.assert_allclose(ours[:, 1:], conv.reshape(2, 16, 16) + pos[:, 1:], atol=1e-5)
 
 
-def test_heads_major_attention_matches_flax_default():
-  """Values and gradients of the custom attention_fn equal Flax's dot_product_attention (mask path too)."""
+def test_self_attention_is_flax_multi_head_attention():
+  """Same parameter tree, same initial values, and the same outputs and gradients as Flax's module."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from ftcal_jax.models.vit import heads_major_attention  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.models import vit  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(0)
-  q, k, v = (jnp.asarray(rng.randn(2, 7, 3, 4), jnp.float32) for _ in range(3))
-  cot = jnp.asarray(rng.randn(2, 7, 3, 4), jnp.float32)
-  mask = jnp.asarray(rng.rand(2, 1, 7, 7) > 0.3)
-  for kwargs in ({}, {"mask": mask}):
-    loss = lambda fn, *a: jnp.sum(fn(*a, **kwargs) * cot)
-    ours, theirs = (jax.value_and_grad(loss, argnums=(1, 2, 3))(fn, q, k, v)
-                    for fn in (heads_major_attention, nn.dot_product_attention))
-    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5)
-    for a, b in zip(ours[1], theirs[1]):
-      np.testing.assert_allclose(a, b, atol=1e-5)
+  x, cot = (jnp.asarray(rng.randn(2, 7, 12), jnp.float32) for _ in range(2))
+  ours = vit.MultiHeadSelfAttention(num_heads=3)
+  theirs = nn.MultiHeadDotProductAttention(num_heads=3, kernel_init=nn.initializers.xavier_uniform())
+  p_ours, p_theirs = (m.init(jax.random.key(0), x, **kw)["params"]
+                      for m, kw in ((ours, {"train": False}), (theirs, {"inputs_k": x})))
+  chex.assert_trees_all_equal(p_ours, p_theirs)
+  # Non-zero biases and weights away from the initial values, so that every parameter matters.
+  params = jax.tree.map(lambda a: a + 0.3 * jnp.asarray(rng.randn(*a.shape), jnp.float32), p_ours)
+  loss_ours = lambda p, x: jnp.sum(ours.apply({"params": p}, x, train=False) * cot)
+  loss_theirs = lambda p, x: jnp.sum(theirs.apply({"params": p}, x, x) * cot)
+  (v1, g1), (v2, g2) = (jax.value_and_grad(f, argnums=(0, 1))(params, x) for f in (loss_ours, loss_theirs))
+  np.testing.assert_allclose(v1, v2, rtol=1e-5)
+  chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
 
 def test_attention_dropout_uses_rng_and_rate():
-  from ftcal_jax.models.vit import heads_major_attention  # pylint: disable=g-import-not-at-top
-  q = jnp.asarray(np.random.RandomState(0).randn(2, 6, 2, 4), jnp.float32)
-  plain = heads_major_attention(q, q, q)
-  off = heads_major_attention(q, q, q, dropout_rng=jax.random.key(0), dropout_rate=0.5, deterministic=True)
-  np.testing.assert_array_equal(plain, off)
-  a, b = (heads_major_attention(q, q, q, dropout_rng=jax.random.key(s), dropout_rate=0.5, deterministic=False)
-          for s in (0, 1))
+  from ftcal_jax.models.vit import attend  # pylint: disable=g-import-not-at-top
+  q = jnp.asarray(np.random.RandomState(0).randn(2, 2, 6, 4), jnp.float32)
+  plain = attend(q, q, q)
+  np.testing.assert_array_equal(plain, attend(q, q, q, dropout_rng=jax.random.key(0), dropout_rate=0.0))
+  a, b = (attend(q, q, q, dropout_rng=jax.random.key(s), dropout_rate=0.5) for s in (0, 1))
   assert not np.allclose(a, plain) and not np.allclose(a, b)
+  # Without dropout, the custom VJP gives the plain formula's gradients.
+  plain_fn = lambda q, k, v: jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2)) @ v
+  g1, g2 = (jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2))(q, q * 0.5, q + 1.0)
+            for f in (attend, plain_fn))
+  chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
 
 def test_gelu_erf_and_position_embedding_gradients():

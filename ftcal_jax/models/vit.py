@@ -52,39 +52,28 @@ def _softmax_attention_bwd(res, do):
 _softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
-def heads_major_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
-                          broadcast_dropout=True, deterministic=True, dtype=None, precision=None):
-  """softmax(q k^T / sqrt(hd)) v, an `attention_fn` for nn.MultiHeadDotProductAttention.
+def attend(q, k, v, dropout_rng=None, dropout_rate=0.0):
+  """softmax(q k^T) v over heads-major arrays, as Flax's dot_product_attention computes it.
 
-  The same function as Flax's default, computed faster on CPU: the heads move before the tokens once, so that
-  both products are batched matmuls over (B, H) (XLA:CPU runs Flax's '...qhd,...khd->...hqk' einsum about 3x
-  slower), q is scaled instead of the (Tq, Tk) logits, and without mask or dropout a custom VJP does the
-  backward pass (see _softmax_attention).
+  Heads-major (B, H, T, hd) operands make both products batched matmuls over (B, H): XLA:CPU runs Flax's
+  token-major '...qhd,...khd->...hqk' einsum about 3x slower. Without dropout a custom VJP does the backward pass
+  (see _softmax_attention).
 
   Args:
-    query, key, value: (B, T, H, hd). dtype: compute dtype (default: the inputs').
-    mask: optional boolean, broadcastable to (B, H, Tq, Tk); False entries get no weight.
-    dropout_rng, dropout_rate, broadcast_dropout, deterministic: dropout on the attention weights, as in Flax.
-    precision: passed to the matmuls.
+    q: (B, H, Tq, hd) queries, already multiplied by 1/sqrt(hd).
+    k, v: (B, H, Tk, hd) keys and values.
+    dropout_rng, dropout_rate: dropout on the attention weights, one (Tq, Tk) mask shared by the batch and the
+      heads (Flax's broadcast_dropout default). No rng or a zero rate: no dropout.
 
   Returns:
-    (B, Tq, H, hd).
+    (B, H, Tq, hd).
   """
-  dtype = dtype or query.dtype
-  q, k, v = (jnp.swapaxes(t, -3, -2).astype(dtype) for t in (query, key, value))  # (B, H, T, hd)
-  q = q * np.asarray(1.0 / np.sqrt(q.shape[-1]), dtype)
-  dropout = not deterministic and dropout_rate > 0.0
-  if mask is None and not dropout and precision is None:
-    return jnp.swapaxes(_softmax_attention(q, k, v), -3, -2)
-  w = jnp.matmul(q, jnp.swapaxes(k, -1, -2), precision=precision)
-  if mask is not None:
-    w = jnp.where(mask, w, jnp.finfo(dtype).min)
-  w = jax.nn.softmax(w)
-  if dropout:
-    keep = 1.0 - dropout_rate
-    shape = (1,) * (w.ndim - 2) + w.shape[-2:] if broadcast_dropout else w.shape
-    w = w * (jax.random.bernoulli(dropout_rng, keep, shape) / keep).astype(dtype)
-  return jnp.swapaxes(jnp.matmul(w, v, precision=precision), -3, -2)
+  if dropout_rng is None or dropout_rate == 0.0:
+    return _softmax_attention(q, k, v)
+  w = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2))
+  keep = 1.0 - dropout_rate
+  mask = jax.random.bernoulli(dropout_rng, keep, (1,) * (w.ndim - 2) + w.shape[-2:])
+  return (w * (mask / keep).astype(w.dtype)) @ v
 
 
 @jax.custom_vjp
@@ -113,6 +102,55 @@ def _gelu_bwd(res, g):
 
 
 gelu_erf.defvjp(_gelu_fwd, _gelu_bwd)
+
+
+class _Projection(nn.Module):
+  """The kernel and bias of one nn.DenseGeneral, under its own name, without computing anything.
+
+  MultiHeadSelfAttention keeps Flax's parameter names (query/key/value/out) but multiplies by the three input
+  kernels at once; this module only declares them. Initialised like DenseGeneral: xavier on the 2-D view.
+  """
+  kernel_shape: Sequence[int]
+  fan_in_axes: int  # the kernel's leading axes that are inputs (1 for query/key/value, 2 for out)
+
+  @nn.compact
+  def __call__(self):
+    flat = (int(np.prod(self.kernel_shape[:self.fan_in_axes])), int(np.prod(self.kernel_shape[self.fan_in_axes:])))
+    init = lambda rng, shape, dtype=jnp.float32: nn.initializers.xavier_uniform()(rng, flat, dtype).reshape(shape)
+    kernel = self.param("kernel", init, tuple(self.kernel_shape))
+    bias = self.param("bias", nn.initializers.zeros, tuple(self.kernel_shape[self.fan_in_axes:]))
+    return kernel, bias
+
+
+class MultiHeadSelfAttention(nn.Module):
+  """Self-attention with the parameters of nn.MultiHeadDotProductAttention, computed with fewer, larger ops.
+
+  Same function and parameter tree (query/key/value kernels (D, H, hd) with biases (H, hd); out kernel (H, hd, D)
+  with bias (D,)), so vit_jax checkpoints load unchanged. The three input projections run as one (D, 3D) matmul
+  with 1/sqrt(hd) folded into the query weights, and the heads move before the tokens in one transpose.
+  """
+  num_heads: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    b, t, d = x.shape
+    h = self.num_heads
+    if d % h:
+      raise ValueError(f"hidden size {d} is not divisible by num_heads={h}.")
+    hd = d // h
+    proj = {n: _Projection((d, h, hd), 1, name=n)() for n in ("query", "key", "value")}
+    out_kernel, out_bias = _Projection((h, hd, d), 2, name="out")()
+    scale = np.asarray(1.0 / np.sqrt(hd), np.float32)
+    kernel = jnp.stack([proj["query"][0] * scale, proj["key"][0], proj["value"][0]], axis=1)  # (D, 3, H, hd)
+    bias = jnp.stack([proj["query"][1] * scale, proj["key"][1], proj["value"][1]])  # (3, H, hd)
+    qkv = x.astype(self.dtype).reshape(b * t, d) @ kernel.reshape(d, 3 * d).astype(self.dtype)
+    qkv = (qkv + bias.reshape(3 * d).astype(self.dtype)).reshape(b, t, 3, h, hd).transpose(2, 0, 3, 1, 4)
+    dropout_rng = self.make_rng("dropout") if train and self.dropout_rate > 0.0 else None
+    o = attend(qkv[0], qkv[1], qkv[2], dropout_rng=dropout_rng, dropout_rate=self.dropout_rate)  # (B, H, T, hd)
+    o = o.transpose(0, 2, 1, 3).reshape(b * t, d) @ out_kernel.reshape(d, d).astype(self.dtype)
+    return (o + out_bias.astype(self.dtype)).reshape(b, t, d)
 
 
 class MlpBlock(nn.Module):
@@ -145,10 +183,8 @@ class Encoder1DBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="LayerNorm_0")(x)
-    y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-        dropout_rate=self.attention_dropout_rate, deterministic=not train,
-        attention_fn=heads_major_attention, name="MultiHeadDotProductAttention_1")(y, y)
+    y = MultiHeadSelfAttention(self.num_heads, dtype=self.dtype, dropout_rate=self.attention_dropout_rate,
+                               name="MultiHeadDotProductAttention_1")(y, train=train)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     x = x + y
     y = nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="LayerNorm_2")(x)
