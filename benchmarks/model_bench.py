@@ -8,6 +8,12 @@ time per step are reported.
 
   python benchmarks/model_bench.py                      # ViT-Ti widths, depth 4, 224px, batch 32
   python benchmarks/model_bench.py --depth 12 --res 112 --batch 64
+  python benchmarks/model_bench.py --model ViT-glyphs/8 --res 32 --batch 128 --classes 47   # the demo's model
+
+With --host_devices N, XLA splits the CPU into N devices and the Flax step runs data-parallel over them (batch on
+P('data'), state replicated), as the project's train step does on a mesh; PyTorch keeps its intra-op threads.
+
+  python benchmarks/model_bench.py --host_devices 2
 
 With --gpu, only the Flax side runs (on the default JAX backend), e.g. ViT-B/16 at bf16 on an accelerator:
 
@@ -18,14 +24,6 @@ import argparse
 import os
 import statistics
 import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-from ftcal_jax.models import MODEL_CONFIGS, get_model
-from ftcal_jax.models import weights
 
 
 def parse_args():
@@ -39,11 +37,32 @@ def parse_args():
   p.add_argument("--rounds", type=int, default=6, help="alternating timing rounds per framework")
   p.add_argument("--dtype", default="float32", help="Flax compute dtype (--gpu only; the CPU comparison is f32)")
   p.add_argument("--gpu", action="store_true", help="time only the Flax step on the default backend, with MFU")
+  p.add_argument("--host_devices", type=int, default=1,
+                 help="split the CPU into this many XLA devices and run the Flax step data-parallel over them")
   return p.parse_args()
 
 
-def flax_step_fn(model, tx):
-  """The pure fine-tune step: (state, images, labels) -> (state, loss), state = (params, opt_state)."""
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.host_devices > 1:  # must reach XLA before jax is imported
+  os.environ["XLA_FLAGS"] = " ".join(
+      [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={ARGS.host_devices}"]).strip()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ftcal_jax.models import MODEL_CONFIGS, get_model  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ftcal_jax.models import weights  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ftcal_jax.train_step import make_mesh  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def flax_step_fn(model, tx, mesh=None):
+  """The pure fine-tune step: (state, images, labels) -> (state, loss), state = (params, opt_state).
+
+  With a mesh, the batch is sharded on P('data') and the state replicated, as in ftcal_jax.train_step.
+  """
 
   def step(state, images, labels):
     params, opt_state = state
@@ -56,7 +75,10 @@ def flax_step_fn(model, tx):
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  return jax.jit(step, donate_argnums=0)
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
+  rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  return jax.jit(step, donate_argnums=0, in_shardings=(rep, data, data), out_shardings=(rep, rep))
 
 
 def time_flax(step, state, images, labels, n):
@@ -106,8 +128,15 @@ def run_cpu(args):
   params = weights.restore_into(init, weights.load_torch_state_dict(ref.state_dict(), num_heads=cfg["num_heads"]))
   tx = optax.sgd(1e-3, momentum=0.9)
   state = (jax.tree.map(jnp.asarray, params), tx.init(params))
-  step = flax_step_fn(model, tx)
   j_images, j_labels = jnp.asarray(images), jnp.asarray(labels)
+  mesh = None
+  if args.host_devices > 1:
+    mesh = make_mesh()
+    if args.batch % mesh.size:
+      raise SystemExit(f"--batch {args.batch} is not divisible by --host_devices {mesh.size}.")
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    j_images, j_labels = jax.device_put((j_images, j_labels), NamedSharding(mesh, P("data")))
+  step = flax_step_fn(model, tx, mesh)
 
   # One step each: compiles / warms up, and shows both compute the same loss from the same weights.
   t0 = time.perf_counter()
@@ -118,7 +147,8 @@ def run_cpu(args):
   print(f"config: {args.model} widths, depth {args.depth}, {args.res}px, batch {args.batch}, "
         f"{(args.res // cfg['patch_size'][0]) ** 2 + 1} tokens, float32, SGD momentum 0.9")
   print(f"threads: torch {torch.get_num_threads()}, cpu_count {os.cpu_count()}; jax {jax.__version__} "
-        f"({jax.default_backend()}), torch {torch.__version__}")
+        f"({jax.default_backend()}, {len(jax.devices())} device(s), Flax step "
+        f"{'data-parallel' if mesh else 'on one device'}), torch {torch.__version__}")
   print(f"first-step loss: flax {j_loss:.6f}  torch {t_loss:.6f}  (flax compile + step {compile_s:.1f}s)")
   if abs(j_loss - t_loss) > 1e-3 * max(1.0, abs(t_loss)):
     raise SystemExit("The two models disagree on the first loss: not the same computation, refusing to compare.")
@@ -169,5 +199,4 @@ def run_gpu(args):
 
 
 if __name__ == "__main__":
-  a = parse_args()
-  run_gpu(a) if a.gpu else run_cpu(a)
+  run_gpu(ARGS) if ARGS.gpu else run_cpu(ARGS)
