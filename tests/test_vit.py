@@ -95,6 +95,8 @@ def test_bad_arguments():
     _apply(model)({"params": _random_params(model)}, jnp.ones((1, 32, 32, 3)), feature_blocks=(1, 3))
   with pytest.raises(ValueError, match="classifier must be 'token' or 'gap'"):
     _shapes(get_model("ViT-testing", 4, classifier="map"))
+  with pytest.raises(ValueError, match="hidden size 16 is not divisible by num_heads=3"):
+    _shapes(get_model("ViT-testing", 4, num_heads=3))
 
 
 def test_dropout_only_in_training():
