@@ -264,10 +264,16 @@ def test_reduction_matches_numpy_on_both_paths():
     np.testing.assert_array_equal(got.is_absent, absent[y])
 
 
-def _np_group_argmax(z, absent):
+def _assert_stats_match_numpy(stats, z, y, absent):
+  """SampleStats equal NumPy's per-group max and first arg-max (NaN as -inf, +inf as the largest float)."""
   zc = np.minimum(np.where(np.isnan(z), -np.inf, z), np.finfo(np.float32).max)
   zs, zu = np.where(absent, -np.inf, zc), np.where(absent, zc, -np.inf)
-  return zs.max(1), zs.argmax(1), zu.max(1), zu.argmax(1)
+  ps, pu = zs.argmax(1), zu.argmax(1)
+  np.testing.assert_array_equal(stats.max_s, zs.max(1))
+  np.testing.assert_array_equal(stats.max_u, zu.max(1))
+  np.testing.assert_array_equal(stats.s_correct, ps == y)
+  np.testing.assert_array_equal(stats.u_correct, pu == y)
+  np.testing.assert_array_equal(stats.s_first, ps < pu)
 
 
 @pytest.mark.parametrize("c", [1000, 67, 40])  # divisor blocks, padded, one block
@@ -298,12 +304,7 @@ def test_fast_path_resolves_ties_at_the_max_exactly(c):
   y[::3] = rng.integers(0, c, n)[::3]  # some labels at a tied non-first max
   stats, fast = cal._reduce(z, y, absent, None)
   assert bool(fast)
-  ms, ps, mu, pu = _np_group_argmax(z, absent)
-  np.testing.assert_array_equal(stats.max_s, ms)
-  np.testing.assert_array_equal(stats.max_u, mu)
-  np.testing.assert_array_equal(stats.s_correct, ps == y)
-  np.testing.assert_array_equal(stats.u_correct, pu == y)
-  np.testing.assert_array_equal(stats.s_first, ps < pu)
+  _assert_stats_match_numpy(stats, z, y, absent)
   # The curve equals the brute force on the tie-heavy rows. (Rows with 1-ulp
   # gaps are left out: the brute force's float z + γ can round them together.)
   keep = (np.arange(n) % 5 != 0) & (np.arange(n) < n - 1)
@@ -331,12 +332,7 @@ def test_nan_and_inf_inside_wide_rows():
   z[30, :] = np.nan
   z[31, ::2] = -np.inf   # every S logit -inf
   got = cal.reduce_logits(z, y, absent)
-  ms, ps, mu, pu = _np_group_argmax(z, absent)
-  np.testing.assert_array_equal(got.max_s, ms)
-  np.testing.assert_array_equal(got.max_u, mu)
-  np.testing.assert_array_equal(got.s_correct, ps == y)
-  np.testing.assert_array_equal(got.u_correct, pu == y)
-  np.testing.assert_array_equal(got.s_first, ps < pu)
+  _assert_stats_match_numpy(got, z, y, absent)
 
 
 def test_curve_tie_groups_and_signed_zero():
