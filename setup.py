@@ -5,16 +5,39 @@ import setuptools
 # Fonts that the offline Glyphs benchmark renders. Printed faces are the source
 # domain, handwriting faces (drawn as outlines) are the target domain.
 PRINTED_FONTS = [
-    "roboto", "roboto-slab", "roboto-condensed", "roboto-mono", "open-sans",
-    "lato", "merriweather", "merriweather-sans", "noto-sans", "noto-serif",
-    "pt-sans", "pt-serif", "source-sans-3", "source-serif-4",
-    "source-code-pro", "ibm-plex-sans", "ibm-plex-serif", "ibm-plex-mono",
-    "libre-baskerville", "libre-franklin",
+    "roboto",
+    "roboto-slab",
+    "roboto-condensed",
+    "roboto-mono",
+    "open-sans",
+    "lato",
+    "merriweather",
+    "merriweather-sans",
+    "noto-sans",
+    "noto-serif",
+    "pt-sans",
+    "pt-serif",
+    "source-sans-3",
+    "source-serif-4",
+    "source-code-pro",
+    "ibm-plex-sans",
+    "ibm-plex-serif",
+    "ibm-plex-mono",
+    "libre-baskerville",
+    "libre-franklin",
 ]
 HANDWRITING_FONTS = [
-    "caveat", "dancing-script", "delius", "great-vibes", "indie-flower",
-    "kalam", "permanent-marker", "satisfy", "shadows-into-light",
-    "yellowtail", "zeyada",
+    "caveat",
+    "dancing-script",
+    "delius",
+    "great-vibes",
+    "indie-flower",
+    "kalam",
+    "permanent-marker",
+    "satisfy",
+    "shadows-into-light",
+    "yellowtail",
+    "zeyada",
 ]
 
 INSTALL_REQUIRES = [
@@ -44,6 +67,8 @@ TEST_REQUIRES = [
     "pytest>=8",
     "hypothesis>=6.100",
     "chex>=0.1.90",
+    # The one formatter (config .style.yapf), checked by tests/test_format.py.
+    "yapf==0.43.0",
     # The reference ViT for parity tests. torch==2.13.0 is the CPU build that
     # lies on the project's machines; elsewhere add
     # --extra-index-url https://download.pytorch.org/whl/cpu to avoid CUDA.

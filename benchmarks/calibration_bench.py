@@ -117,13 +117,14 @@ def main():
   gammas = jnp.linspace(-10.0, 10.0, 1001)
   floor_fn = jax.jit(lambda t: jnp.max(t, axis=1))
   stats = cal.reduce_logits(z, y, a)
-  t = interleaved_median_ms({
-      "floor": lambda: floor_fn(z),
-      "curve": lambda: cal.seen_unseen_curve(z, y, a),
-      "reduce": lambda: cal.reduce_logits(z, y, a),
-      "sort": lambda: cal.curve_from_stats(stats),
-      "grid": lambda: cal.evaluate_gamma_grid(z, y, a, gammas),
-  }, args.repeats)
+  t = interleaved_median_ms(
+      {
+          "floor": lambda: floor_fn(z),
+          "curve": lambda: cal.seen_unseen_curve(z, y, a),
+          "reduce": lambda: cal.reduce_logits(z, y, a),
+          "sort": lambda: cal.curve_from_stats(stats),
+          "grid": lambda: cal.evaluate_gamma_grid(z, y, a, gammas),
+      }, args.repeats)
   floor = t["floor"]
   print(f"N=10,000 C=1,000 |U|=500: floor jnp.max {floor:.2f} ms")
   print(f"  exact curve   {t['curve']:8.2f} ms = {t['curve'] / floor:5.1f}x floor (goal <= 5x)")
@@ -154,8 +155,7 @@ def main():
     t_ex = median_ms(lambda: cal.seen_unseen_curve(lg, lb, ab), 5)
     curve = cal.seen_unseen_curve(lg, lb, ab)
     v = np.asarray(curve.valid)
-    exact_pts = np.stack([np.asarray(curve.acc_seen)[v],
-                          np.asarray(curve.acc_unseen)[v]], 1)
+    exact_pts = np.stack([np.asarray(curve.acc_seen)[v], np.asarray(curve.acc_unseen)[v]], 1)
     # Every official point must be an exact-curve point.
     dist = np.abs(off[:, None, 1:3] - exact_pts[None]).sum(-1).min(1)
     off_unique = np.unique(np.round(off[:, 1:3], 6), axis=0)

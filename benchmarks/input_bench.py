@@ -53,9 +53,11 @@ def main():
 
   @jax.jit
   def step(params, opt_state, batch):
+
     def loss_fn(p):
       logits = model.apply({"params": p}, batch["image"], train=True)["logits"]
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -71,7 +73,8 @@ def main():
   for name in ("plain", "augmented"):
     t, s = results[name], results["train_step"]
     print(f"input ({name:9s}): {1e3 * t:7.2f} ms/batch   share of input + step: {100 * t / (t + s):5.1f}%")
-  print(f"train step         : {1e3 * results['train_step']:7.2f} ms/step  ({args.batch / results['train_step']:.0f} img/s)")
+  step = results["train_step"]
+  print(f"train step         : {1e3 * step:7.2f} ms/step  ({args.batch / step:.0f} img/s)")
 
 
 if __name__ == "__main__":

@@ -99,10 +99,10 @@ def time_flax(step, state, images, labels, n):
 
 def torch_reference(cfg, depth, res, classes):
   import transformers  # pylint: disable=g-import-not-at-top
-  config = transformers.ViTConfig(
-      hidden_size=cfg["hidden_size"], num_hidden_layers=depth, num_attention_heads=cfg["num_heads"],
-      intermediate_size=cfg["mlp_dim"], image_size=res, patch_size=cfg["patch_size"][0], num_labels=classes,
-      layer_norm_eps=1e-6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  config = transformers.ViTConfig(hidden_size=cfg["hidden_size"], num_hidden_layers=depth,
+                                  num_attention_heads=cfg["num_heads"], intermediate_size=cfg["mlp_dim"],
+                                  image_size=res, patch_size=cfg["patch_size"][0], num_labels=classes,
+                                  layer_norm_eps=1e-6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
   return transformers.ViTForImageClassification(config).train()
 
 
@@ -177,8 +177,8 @@ def run_cpu(args):
     wall = [w for w, _ in times]
     summary[name] = (min(wall), statistics.median(wall), statistics.median([c for _, c in times]))
     print(f"{name:5s} step wall min {min(wall) * 1e3:7.0f} ms ({args.batch / min(wall):5.1f} img/s), "
-          f"median {statistics.median(wall) * 1e3:7.0f} ms; CPU {summary[name][2] * 1e3:7.0f} ms/step; rounds: "
-          + ", ".join(f"{w * 1e3:.0f}" for w in wall))
+          f"median {statistics.median(wall) * 1e3:7.0f} ms; CPU {summary[name][2] * 1e3:7.0f} ms/step; rounds: " +
+          ", ".join(f"{w * 1e3:.0f}" for w in wall))
   (jmin, jmed, jcpu), (tmin, tmed, tcpu) = summary["flax"], summary["torch"]
   print(f"ratio flax/torch throughput: {tmin / jmin:.2f}x (min wall), {tmed / jmed:.2f}x (median wall), "
         f"{tcpu / jcpu:.2f}x (CPU time)")

@@ -29,7 +29,8 @@ def get_config(arg=None):
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "glyphs"  # Registry name (input_pipeline.get_dataset).
   config.dataset.config = "default"  # Glyphs builder config: 'default', 'font_disjoint' or 'small'.
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(
+      str)  # TFDS data dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets.
   config.dataset.train_split = "target_train"  # Fine-tuning data (only its S classes are used, except Oracle).
   config.dataset.test_split = "target_test"  # Evaluation over all 47 classes.
   config.dataset.source_split = "source_train"  # Pre-training data (configs/glyphs_pretrain.py).

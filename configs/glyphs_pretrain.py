@@ -20,7 +20,8 @@ def get_config(arg=None):
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "glyphs"  # Registry name (input_pipeline.get_dataset).
   config.dataset.config = "default"  # Glyphs builder config.
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(
+      str)  # TFDS data dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets.
   config.dataset.train_split = "target_train"  # Unused by pre-training (kept: the dataset object wants it).
   config.dataset.test_split = "target_test"  # Reported for reference: the pre-trained model on the target.
   config.dataset.source_split = "source_train"  # The pre-training data.

@@ -19,6 +19,7 @@ the Oracle: on ImageNet-R about 20-25 minutes on a TPU v3-8 or an 8-GPU host; gl
 
 from ftcal_jax import recipes as pr
 
+
 def get_config(arg=None):
   """Arg: 'imagenet_r' or an Office-Home pair, optionally ',runlocal'."""
   args = pr.parse_arg(arg, positional="benchmark", benchmark="imagenet_r", runlocal=False)

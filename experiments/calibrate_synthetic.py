@@ -29,23 +29,18 @@ def main():
   absent = np.arange(num_classes) >= 10
   test_logits, test_labels = biased_logits(rng, 4000, absent)
   train_logits, train_labels = biased_logits(rng, 4000, absent)
-  keep = ~absent[train_labels]          # fine-tuning data hold S samples only
+  keep = ~absent[train_labels]  # fine-tuning data hold S samples only
   train_logits, train_labels = train_logits[keep], train_labels[keep]
 
   curve = cal.seen_unseen_curve(test_logits, test_labels, absent)
   print(f"curve points: {int(curve.valid.sum())}, AUSUC = {float(cal.ausuc(curve)):.4f}")
   gamma_alg = float(cal.alg_gamma(train_logits, train_labels, absent))
   gamma_star, best = cal.oracle_gamma(test_logits, test_labels, absent)
-  for name, gamma in [("no calibration", 0.0), ("ALG", gamma_alg),
-                      ("oracle γ*", float(gamma_star))]:
-    acc = metrics.accuracies(
-        cal.shift_absent(test_logits, absent, gamma), test_labels, absent)
-    print(f"{name:15s} γ = {gamma:+.3f}: "
-          + ", ".join(f"{k} {float(v):5.1f}" for k, v in acc.items()))
-  grid = cal.evaluate_gamma_grid(test_logits, test_labels, absent,
-                                 np.linspace(-2, 8, 11).astype(np.float32))
-  print("γ grid -2..8, Acc_y/y %:",
-        " ".join(f"{100 * float(a):.1f}" for a in grid["acc_all"]))
+  for name, gamma in [("no calibration", 0.0), ("ALG", gamma_alg), ("oracle γ*", float(gamma_star))]:
+    acc = metrics.accuracies(cal.shift_absent(test_logits, absent, gamma), test_labels, absent)
+    print(f"{name:15s} γ = {gamma:+.3f}: " + ", ".join(f"{k} {float(v):5.1f}" for k, v in acc.items()))
+  grid = cal.evaluate_gamma_grid(test_logits, test_labels, absent, np.linspace(-2, 8, 11).astype(np.float32))
+  print("γ grid -2..8, Acc_y/y %:", " ".join(f"{100 * float(a):.1f}" for a in grid["acc_all"]))
 
 
 if __name__ == "__main__":

@@ -53,17 +53,14 @@ def contact_sheet(source: np.ndarray, target: np.ndarray) -> Image.Image:
   draw = ImageDraw.Draw(sheet)
   font = ImageFont.truetype(str(fonts.matplotlib_font_files("dejavu-sans")[0]), 11)
   for c, char in enumerate(fonts.CLASSES):
-    draw.text((_LEFT + c * step + _CELL // 2, _TOP // 2), char, fill=0,
-              font=font, anchor="mm")
-  for b, (grid, name) in enumerate(((source, "source\nprinted"),
-                                    (target, "target\nhandwriting\noutlines"))):
+    draw.text((_LEFT + c * step + _CELL // 2, _TOP // 2), char, fill=0, font=font, anchor="mm")
+  for b, (grid, name) in enumerate(((source, "source\nprinted"), (target, "target\nhandwriting\noutlines"))):
     y0 = _TOP + b * (band + sep)
     draw.multiline_text((4, y0 + band // 2), name, fill=0, font=font, anchor="lm")
     for r in range(rows):
       for c in range(n_cls):
         # White ink on black, as the model sees it.
-        sheet.paste(Image.fromarray(grid[r, c]),
-                    (_LEFT + c * step, y0 + r * step))
+        sheet.paste(Image.fromarray(grid[r, c]), (_LEFT + c * step, y0 + r * step))
   return sheet
 
 

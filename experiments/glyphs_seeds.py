@@ -27,8 +27,7 @@ ACCS = ("acc_y/y", "acc_s/y", "acc_u/y", "acc_s/s", "acc_u/u")
 
 def run_seed(config: str, seed: int, workdir: str) -> None:
   """Runs (or resumes) the demo for one seed through the command line; raises if it fails."""
-  cmd = [sys.executable, "-m", "ftcal_jax.main", f"--config={config}", f"--config.seed={seed}",
-         f"--workdir={workdir}"]
+  cmd = [sys.executable, "-m", "ftcal_jax.main", f"--config={config}", f"--config.seed={seed}", f"--workdir={workdir}"]
   print("$", " ".join(cmd), flush=True)
   subprocess.run(cmd, cwd=REPO, check=True)
 
@@ -54,8 +53,10 @@ def summarize(reports: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
   rows: List[str] = []
   for r in reports:
     rows += [k for k in r["methods"] if k not in rows]
-  out: Dict[str, Any] = {"seeds": [r["config"].get("seed") for r in reports], "methods": {}, "ausuc": {},
-                         "ncm": {}, "gammas": {}, "findings": {}}
+  out: Dict[str, Any] = {
+      "seeds": [r["config"].get("seed") for r in reports], "methods": {}, "ausuc": {}, "ncm": {}, "gammas": {},
+      "findings": {}
+  }
   for row in rows:
     have = [r["methods"][row] for r in reports if row in r["methods"]]
     out["methods"][row] = {"name": have[0]["name"], **{a: _mean_std([h["top1"][a] for h in have]) for a in ACCS}}
@@ -67,9 +68,11 @@ def summarize(reports: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     have = [r["ncm"][model] for r in reports if model in r.get("ncm", {})]
     if have:
       out["ncm"][model] = {a: _mean_std([h[a] for h in have]) for a in ("acc_y/y", "acc_s/y", "acc_u/y")}
-  gam = {"ALG": [r["gammas"]["alg"].get("finetune") for r in reports],
-         "PCV": [(r["gammas"].get("pcv") or {}).get("gamma") for r in reports],
-         "gamma*": [r["gammas"]["oracle"]["finetune"]["gamma"] for r in reports]}
+  gam = {
+      "ALG": [r["gammas"]["alg"].get("finetune") for r in reports],
+      "PCV": [(r["gammas"].get("pcv") or {}).get("gamma") for r in reports],
+      "gamma*": [r["gammas"]["oracle"]["finetune"]["gamma"] for r in reports]
+  }
   out["gammas"] = {k: _mean_std(v) for k, v in gam.items() if any(x is not None for x in v)}
   for r in reports:
     for f in r.get("findings", []):
@@ -88,14 +91,18 @@ def _fmt(s: Mapping[str, Any], scale: float = 1.0, digits: int = 1) -> str:
 def markdown(summary: Mapping[str, Any]) -> str:
   """The summary as Markdown tables (accuracies in %, AUSUC in [0, 1])."""
   n = len(summary["seeds"])
-  lines = [f"Glyphs demo, {n} seed(s) {summary['seeds']}: mean ± std (ddof=1) of top-1 accuracy (%) on target_test.",
-           "", "| method | Acc_y/y | Acc_s/y | Acc_u/y | Acc_s/s | Acc_u/u | AUSUC |", "|---|---|---|---|---|---|---|"]
+  lines = [
+      f"Glyphs demo, {n} seed(s) {summary['seeds']}: mean ± std (ddof=1) of top-1 accuracy (%) on target_test.", "",
+      "| method | Acc_y/y | Acc_s/y | Acc_u/y | Acc_s/s | Acc_u/u | AUSUC |", "|---|---|---|---|---|---|---|"
+  ]
   for row, s in summary["methods"].items():
     ausuc = _fmt(summary["ausuc"].get(row), digits=3) if row in summary["ausuc"] else ""
     lines.append(f"| {s['name']} | " + " | ".join(_fmt(s[a]) for a in ACCS) + f" | {ausuc} |")
   if summary["ncm"]:
-    lines += ["", "NCM (diagnostic: class means from the target training data of all classes):", "",
-              "| features | Acc_y/y | Acc_s/y | Acc_u/y |", "|---|---|---|---|"]
+    lines += [
+        "", "NCM (diagnostic: class means from the target training data of all classes):", "",
+        "| features | Acc_y/y | Acc_s/y | Acc_u/y |", "|---|---|---|---|"
+    ]
     for model, s in summary["ncm"].items():
       lines.append(f"| {model} | " + " | ".join(_fmt(s[a]) for a in ("acc_y/y", "acc_s/y", "acc_u/y")) + " |")
   if summary["gammas"]:

@@ -28,12 +28,17 @@ images, about 25-35 minutes on a TPU v3-8 or an 8-GPU host at ~2k img/s (bfloat1
 
 from ftcal_jax import recipes as pr
 
+
 def get_config(arg=None):
   """Arg: '[keep][,runlocal]' (head_classes='keep' instead of 'mask'; CPU smoke run)."""
   args = pr.parse_arg(arg, keep=False, runlocal=False)
   config = pr.recipe(
       # head_classes: 'mask' the 800 head classes ImageNet-R lacks out of every argmax, or 'keep' all 1000.
       dataset=dict(name="imagenet_r", head_classes="keep" if args["keep"] else "mask"),
-      num_seen=100, num_absent=100, weight_decay=1e-4, num_epochs=50,
-      init_checkpoint="checkpoints/ViT-B_32_imagenet1k.npz", init_head="keep")
+      num_seen=100,
+      num_absent=100,
+      weight_decay=1e-4,
+      num_epochs=50,
+      init_checkpoint="checkpoints/ViT-B_32_imagenet1k.npz",
+      init_head="keep")
   return pr.finish(config, args["runlocal"])

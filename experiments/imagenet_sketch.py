@@ -24,12 +24,17 @@ v3-8 or an 8-GPU host at ~2k img/s (bfloat16). Sketch JPEGs are large: give tf.d
 
 from ftcal_jax import recipes as pr
 
+
 def get_config(arg=None):
   """Arg: '[runlocal]'."""
   args = pr.parse_arg(arg, runlocal=False)
   config = pr.recipe(
       # head_classes: Sketch covers all 1000 head classes, so 'mask' and 'keep' agree.
       dataset=dict(name="imagenet_sketch", head_classes="mask"),
-      num_seen=500, num_absent=500, weight_decay=1e-4, num_epochs=50,
-      init_checkpoint="checkpoints/ViT-B_32_imagenet1k.npz", init_head="keep")
+      num_seen=500,
+      num_absent=500,
+      weight_decay=1e-4,
+      num_epochs=50,
+      init_checkpoint="checkpoints/ViT-B_32_imagenet1k.npz",
+      init_head="keep")
   return pr.finish(config, args["runlocal"])

@@ -37,8 +37,10 @@ import os
 
 from ftcal_jax import recipes as pr
 
-_PAIRS = {"Ar-Cl": ("Art", "Clipart"), "Ar-Pr": ("Art", "Product"), "Ar-Rw": ("Art", "Real_World"),
-          "Rw-Ar": ("Real_World", "Art"), "Rw-Cl": ("Real_World", "Clipart"), "Rw-Pr": ("Real_World", "Product")}
+_PAIRS = {
+    "Ar-Cl": ("Art", "Clipart"), "Ar-Pr": ("Art", "Product"), "Ar-Rw": ("Art", "Real_World"),
+    "Rw-Ar": ("Real_World", "Art"), "Rw-Cl": ("Real_World", "Clipart"), "Rw-Pr": ("Real_World", "Product")
+}
 PAIRS = tuple(_PAIRS)
 _SHORT = {"Art": "Ar", "Real_World": "Rw"}
 
@@ -58,8 +60,12 @@ def get_config(arg=None):
   config = pr.recipe(
       # domain: the builder config office_home/<domain> this job reads (the target; the source in the source stage).
       dataset=dict(name="office_home", domain=source if args["source"] else target),
-      num_seen=30, num_absent=35, weight_decay=5e-4, num_epochs=20,
-      init_checkpoint=source_checkpoint(source), init_head="keep",
+      num_seen=30,
+      num_absent=35,
+      weight_decay=5e-4,
+      num_epochs=20,
+      init_checkpoint=source_checkpoint(source),
+      init_head="keep",
       methods=("finetune", "oracle", "ldifs", "holistic_transfer"))
   if args["source"]:
     pr.source_stage(config, init_checkpoint="checkpoints/ViT-B_32.npz",

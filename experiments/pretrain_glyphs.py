@@ -25,8 +25,10 @@ def main():
   parser.add_argument("--num_epochs", type=float, default=6.0, help="Passes over source_train.")
   parser.add_argument("--no_install", action="store_true", help="Do not copy the result into ftcal_jax/assets.")
   args = parser.parse_args()
-  cmd = [sys.executable, "-m", "ftcal_jax.main", f"--config={os.path.join(REPO, 'configs', 'glyphs_pretrain.py')}",
-         f"--workdir={args.workdir}", f"--config.num_epochs={args.num_epochs}"]
+  cmd = [
+      sys.executable, "-m", "ftcal_jax.main", f"--config={os.path.join(REPO, 'configs', 'glyphs_pretrain.py')}",
+      f"--workdir={args.workdir}", f"--config.num_epochs={args.num_epochs}"
+  ]
   print(" ".join(cmd), flush=True)
   subprocess.run(cmd, cwd=REPO, check=True)
   out = os.path.join(args.workdir, "glyphs_vit8_pretrained.npz")

@@ -37,6 +37,8 @@ def get_config(arg=None):
   config = pr.recipe(
       dataset=dict(name=args["task"]),
       num_seen=0.5,  # Half of the task's classes (rounded); the rest are absent.
-      weight_decay=5e-4, num_epochs=20,  # Office-Home's recipe: VTAB's train sets are as small.
-      init_checkpoint=f"checkpoints/vtab_{args['task']}_vit_b32.npz", init_head="keep")
+      weight_decay=5e-4,
+      num_epochs=20,  # Office-Home's recipe: VTAB's train sets are as small.
+      init_checkpoint=f"checkpoints/vtab_{args['task']}_vit_b32.npz",
+      init_head="keep")
   return pr.finish(config, args["runlocal"])

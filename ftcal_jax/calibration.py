@@ -48,7 +48,6 @@ Array = jax.Array
 # by a runtime scalar so XLA cannot fold them into one infinite constant.
 _GAP_FACTOR = 2.0**100
 
-
 # --------------------------------------------------------------------------
 # Input validation (Python level, runs outside jit).
 
@@ -57,8 +56,7 @@ def _concrete(x):
   """Returns x as a NumPy array, or None when x is a tracer."""
   try:
     return np.asarray(x)
-  except (jax.errors.TracerArrayConversionError,
-          jax.errors.ConcretizationTypeError):
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
     return None
 
 
@@ -75,31 +73,26 @@ def validate_inputs(logits, labels, absent_mask, class_mask=None):
     ValueError: naming the problem and the fix.
   """
   if jnp.ndim(logits) != 2:
-    raise ValueError(
-        f"logits must be (N, C); got shape {jnp.shape(logits)}. Vmap over "
-        "extra leading axes.")
+    raise ValueError(f"logits must be (N, C); got shape {jnp.shape(logits)}. Vmap over "
+                     "extra leading axes.")
   n, c = jnp.shape(logits)
   if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
     raise ValueError(f"logits must be floating point, got {jnp.result_type(logits)}.")
   if jnp.shape(absent_mask) != (c,):
-    raise ValueError(
-        f"absent_mask must have shape (C,) = ({c},) to match logits; got "
-        f"{jnp.shape(absent_mask)}.")
+    raise ValueError(f"absent_mask must have shape (C,) = ({c},) to match logits; got "
+                     f"{jnp.shape(absent_mask)}.")
   if jnp.result_type(absent_mask) != jnp.bool_:
-    raise ValueError(
-        f"absent_mask must be bool (True = absent class); got dtype "
-        f"{jnp.result_type(absent_mask)}. Build it with "
-        "jnp.zeros(C, bool).at[absent_ids].set(True).")
+    raise ValueError(f"absent_mask must be bool (True = absent class); got dtype "
+                     f"{jnp.result_type(absent_mask)}. Build it with "
+                     "jnp.zeros(C, bool).at[absent_ids].set(True).")
   if class_mask is not None:
     if jnp.shape(class_mask) != (c,) or jnp.result_type(class_mask) != jnp.bool_:
-      raise ValueError(
-          f"class_mask must be a bool array of shape ({c},); got "
-          f"{jnp.shape(class_mask)} {jnp.result_type(class_mask)}.")
+      raise ValueError(f"class_mask must be a bool array of shape ({c},); got "
+                       f"{jnp.shape(class_mask)} {jnp.result_type(class_mask)}.")
   if labels is not None:
     if jnp.shape(labels) != (n,):
-      raise ValueError(
-          f"labels must have shape (N,) = ({n},) to match logits; got "
-          f"{jnp.shape(labels)}.")
+      raise ValueError(f"labels must have shape (N,) = ({n},) to match logits; got "
+                       f"{jnp.shape(labels)}.")
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
       raise ValueError(f"labels must be integers, got {jnp.result_type(labels)}.")
 
@@ -115,9 +108,8 @@ def validate_inputs(logits, labels, absent_mask, class_mask=None):
   lab = None if labels is None else _concrete(labels)
   if lab is not None and lab.size:
     if lab.min() < 0 or lab.max() >= c:
-      raise ValueError(
-          f"labels must lie in [0, C) = [0, {c}); got range "
-          f"[{lab.min()}, {lab.max()}].")
+      raise ValueError(f"labels must lie in [0, C) = [0, {c}); got range "
+                       f"[{lab.min()}, {lab.max()}].")
     if keep is not None and not np.all(keep[lab]):
       raise ValueError("Some labels are classes that class_mask drops; keep "
                        "them in class_mask or remove those samples.")
@@ -151,9 +143,8 @@ def shift_absent(logits, absent_mask, gamma):
     (..., C): ``z + γ·1[c ∈ U]``.
   """
   if jnp.shape(absent_mask) != jnp.shape(logits)[-1:]:
-    raise ValueError(
-        f"absent_mask shape {jnp.shape(absent_mask)} does not match the class "
-        f"axis of logits {jnp.shape(logits)}.")
+    raise ValueError(f"absent_mask shape {jnp.shape(absent_mask)} does not match the class "
+                     f"axis of logits {jnp.shape(logits)}.")
   if jnp.ndim(gamma) != 0:
     raise ValueError(f"gamma must be a scalar; got shape {jnp.shape(gamma)}. "
                      "Use jax.vmap for several γ.")
@@ -172,12 +163,12 @@ class SampleStats(NamedTuple):
 
   The first five fields are (max_S, s_correct, max_U, u_correct, is_absent).
   """
-  max_s: Array      # float: max logit over S (-inf if none is finite).
+  max_s: Array  # float: max logit over S (-inf if none is finite).
   s_correct: Array  # bool: the first arg-max over S is the label.
-  max_u: Array      # float: max logit over U.
+  max_u: Array  # float: max logit over U.
   u_correct: Array  # bool: the first arg-max over U is the label.
   is_absent: Array  # bool: the label is in U.
-  s_first: Array    # bool: best S index < best U index (decides exact ties).
+  s_first: Array  # bool: best S index < best U index (decides exact ties).
 
 
 def _blocks(c):
@@ -213,23 +204,20 @@ def _group_argmax_fast(z, bias2, iota_k, iota_b, factor):
   n = z.shape[0]
   k, b = iota_k.shape[0], iota_b.shape[0]
   if k * b != z.shape[1]:  # C has no good divisor: pad with -inf classes.
-    z = jnp.pad(z, ((0, 0), (0, k * b - z.shape[1])),
-                constant_values=-jnp.inf)
+    z = jnp.pad(z, ((0, 0), (0, k * b - z.shape[1])), constant_values=-jnp.inf)
   block_max = jnp.max(z.reshape(n, 1, k, b) + bias2.reshape(1, 2, k, b), -1)
   # Keep the (N, 2, K) maxima as their own small array: fused into the
   # consumers below, XLA would rebuild the (N, 2, C) sum for each of them.
   block_max = lax.optimization_barrier(block_max)
-  m = jnp.max(block_max, -1)                                   # (N, 2)
-  k_pos = _first_at(block_max, m, iota_k, factor)              # (N, 2)
+  m = jnp.max(block_max, -1)  # (N, 2)
+  k_pos = _first_at(block_max, m, iota_k, factor)  # (N, 2)
   ok = jnp.isfinite(m) & (k_pos < k)
   k_star = jnp.where(ok, k_pos, 0.0).astype(jnp.int32)
   # Gather the chosen block of each row and group: contiguous rows of B.
   rows = jnp.arange(n, dtype=jnp.int32)[:, None] * k + k_star
-  block = jnp.take(z.reshape(n * k, b), rows.reshape(-1), axis=0,
-                   mode="clip").reshape(n, 2, b)
+  block = jnp.take(z.reshape(n * k, b), rows.reshape(-1), axis=0, mode="clip").reshape(n, 2, b)
   bias_rows = jnp.arange(2, dtype=jnp.int32)[None, :] * k + k_star
-  block_bias = jnp.take(bias2.reshape(2 * k, b), bias_rows.reshape(-1), axis=0,
-                        mode="clip").reshape(n, 2, b)
+  block_bias = jnp.take(bias2.reshape(2 * k, b), bias_rows.reshape(-1), axis=0, mode="clip").reshape(n, 2, b)
   j_pos = _first_at(block + block_bias, m, iota_b, factor)
   ok &= j_pos < b
   idx = k_star * b + jnp.where(ok, j_pos, 0.0).astype(jnp.int32)
@@ -244,23 +232,18 @@ def _group_argmax_exact(z, seen_cls, absent_cls):
   for keep in (seen_cls, absent_cls):
     zk = jnp.where(keep, z, -jnp.inf)
     out.append((jnp.max(zk, axis=1), jnp.argmax(zk, axis=1).astype(jnp.int32)))
-  return (jnp.stack([out[0][0], out[1][0]], 1),
-          jnp.stack([out[0][1], out[1][1]], 1))
+  return (jnp.stack([out[0][0], out[1][0]], 1), jnp.stack([out[0][1], out[1][1]], 1))
 
 
 @jax.jit
-def _reduce_with_path(logits, labels, seen_cls, absent_cls, bias2, iota_k,
-                      iota_b, factor):
+def _reduce_with_path(logits, labels, seen_cls, absent_cls, bias2, iota_k, iota_b, factor):
   """Jitted core of :func:`reduce_logits`; also says if the fast path held."""
   z = logits.astype(jnp.float32)
   m, idx, ok = _group_argmax_fast(z, bias2, iota_k, iota_b, factor)
   fast = jnp.all(ok)
-  m, idx = lax.cond(fast, lambda: (m, idx),
-                    lambda: _group_argmax_exact(z, seen_cls, absent_cls))
-  stats = SampleStats(
-      max_s=m[:, 0], s_correct=idx[:, 0] == labels, max_u=m[:, 1],
-      u_correct=idx[:, 1] == labels, is_absent=absent_cls[labels],
-      s_first=idx[:, 0] < idx[:, 1])
+  m, idx = lax.cond(fast, lambda: (m, idx), lambda: _group_argmax_exact(z, seen_cls, absent_cls))
+  stats = SampleStats(max_s=m[:, 0], s_correct=idx[:, 0] == labels, max_u=m[:, 1], u_correct=idx[:, 1] == labels,
+                      is_absent=absent_cls[labels], s_first=idx[:, 0] < idx[:, 1])
   return stats, fast
 
 
@@ -271,12 +254,11 @@ def _row_vectors(absent_mask, class_mask):
   pad = (0, c_pad - c)
   bias2 = jnp.stack([
       jnp.pad(jnp.where(seen_cls, 0.0, -jnp.inf), pad, constant_values=-jnp.inf),
-      jnp.pad(jnp.where(absent_cls, 0.0, -jnp.inf), pad,
-              constant_values=-jnp.inf)]).astype(jnp.float32)
+      jnp.pad(jnp.where(absent_cls, 0.0, -jnp.inf), pad, constant_values=-jnp.inf)
+  ]).astype(jnp.float32)
   iota_k = jnp.arange(c_pad // b, dtype=jnp.float32)
   iota_b = jnp.arange(b, dtype=jnp.float32)
-  return (seen_cls, absent_cls, bias2, iota_k, iota_b,
-          jnp.float32(_GAP_FACTOR))
+  return (seen_cls, absent_cls, bias2, iota_k, iota_b, jnp.float32(_GAP_FACTOR))
 
 
 _row_vectors_jit = jax.jit(_row_vectors)
@@ -285,8 +267,7 @@ _row_vectors_jit = jax.jit(_row_vectors)
 def _reduce(logits, labels, absent_mask, class_mask):
   # The small row vectors come from a separate jitted call: built inside the
   # (N, C) computation, their compares would be fused into its loops.
-  return _reduce_with_path(logits, labels,
-                           *_row_vectors_jit(absent_mask, class_mask))
+  return _reduce_with_path(logits, labels, *_row_vectors_jit(absent_mask, class_mask))
 
 
 def reduce_logits(logits, labels, absent_mask, class_mask=None) -> SampleStats:
@@ -320,14 +301,14 @@ class SeenUnseenCurve(NamedTuple):
   point N the all-S end (Acc_u/y = 0). N samples have at most N distinct
   breakpoints and so at most N+1 states: the curve has N+1 slots, not N+2.
   """
-  gammas: Array      # float, non-increasing. Valid points: a γ strictly inside
+  gammas: Array  # float, non-increasing. Valid points: a γ strictly inside
   #   the interval (the midpoint; at the ends the extreme finite breakpoint ±1,
   #   widened for |γ| > 2**16; 0 if no breakpoint is finite). Invalid points:
   #   their breakpoint γ_(k) (may be ±inf).
-  acc_seen: Array    # Acc_s/y in [0, 1].
+  acc_seen: Array  # Acc_s/y in [0, 1].
   acc_unseen: Array  # Acc_u/y in [0, 1].
-  acc_all: Array     # Acc_y/y in [0, 1].
-  valid: Array       # bool: False when the interval is empty (inside a tie
+  acc_all: Array  # Acc_y/y in [0, 1].
+  valid: Array  # bool: False when the interval is empty (inside a tie
   #   group, or beyond an infinite breakpoint). Only valid points form the
   #   curve; the rest repeat a neighbour's counts and are kept for fixed shapes.
 
@@ -358,8 +339,7 @@ def curve_from_stats(stats: SampleStats) -> SeenUnseenCurve:
   """Exact curve from per-sample stats in O(N log N); see SeenUnseenCurve."""
   gaps, dead = _sanitised_gaps(stats)
   # A flip to S changes the counts by s_correct - u_correct (0 for dead rows).
-  delta = jnp.where(dead, 0, stats.s_correct.astype(jnp.int32)
-                    - stats.u_correct.astype(jnp.int32))
+  delta = jnp.where(dead, 0, stats.s_correct.astype(jnp.int32) - stats.u_correct.astype(jnp.int32))
   seen = ~stats.is_absent
   d = jnp.stack([jnp.where(seen, delta, 0), jnp.where(seen, 0, delta)], 1)
   # Sort int32 keys (decreasing γ), not floats: XLA:CPU sorts int32 ~4x faster.
@@ -367,11 +347,10 @@ def curve_from_stats(stats: SampleStats) -> SeenUnseenCurve:
   g = _from_order_key(~desc)  # decreasing breakpoints, bit-exact
   # Each sample's deltas go to the first sorted slot of its breakpoint, so a
   # tie group flips at once: points inside it repeat the counts after it.
-  rank = jnp.searchsorted(desc, ~_order_key(gaps), side="left",
-                          method="scan_unrolled")
+  rank = jnp.searchsorted(desc, ~_order_key(gaps), side="left", method="scan_unrolled")
   bins = jax.ops.segment_sum(d, rank, num_segments=gaps.shape[0])
   zero = jnp.zeros((1, 2), jnp.int32)
-  cum = jnp.concatenate([zero, jnp.cumsum(bins, axis=0)])     # (N+1, 2)
+  cum = jnp.concatenate([zero, jnp.cumsum(bins, axis=0)])  # (N+1, 2)
   cum_seen, cum_unseen = cum[:, 0], cum[:, 1]
   u_ok = stats.u_correct
   base_seen = jnp.sum(u_ok & seen)
@@ -385,22 +364,19 @@ def curve_from_stats(stats: SampleStats) -> SeenUnseenCurve:
   acc_all = (right_seen + right_unseen) / (n_seen + n_unseen)
 
   inf = jnp.full((1,), jnp.inf, g.dtype)
-  hi = jnp.concatenate([inf, g])    # γ_(k), k = 0..N
-  lo = jnp.concatenate([g, -inf])   # γ_(k+1)
+  hi = jnp.concatenate([inf, g])  # γ_(k), k = 0..N
+  lo = jnp.concatenate([g, -inf])  # γ_(k+1)
   valid = hi > lo
   finite_hi, finite_lo = jnp.isfinite(hi), jnp.isfinite(lo)
   mid = 0.5 * hi + 0.5 * lo
   rep = jnp.where(finite_hi & finite_lo, mid,
-                  jnp.where(finite_lo, lo + _end_margin(lo),
-                            jnp.where(finite_hi, hi - _end_margin(hi), 0.0)))
+                  jnp.where(finite_lo, lo + _end_margin(lo), jnp.where(finite_hi, hi - _end_margin(hi), 0.0)))
   gammas = jnp.where(valid, rep, jnp.where(jnp.isinf(hi) & (hi > 0), lo, hi))
-  return SeenUnseenCurve(gammas, acc_seen.astype(jnp.float32),
-                         acc_unseen.astype(jnp.float32),
+  return SeenUnseenCurve(gammas, acc_seen.astype(jnp.float32), acc_unseen.astype(jnp.float32),
                          acc_all.astype(jnp.float32), valid)
 
 
-def seen_unseen_curve(logits, labels, absent_mask,
-                      class_mask=None) -> SeenUnseenCurve:
+def seen_unseen_curve(logits, labels, absent_mask, class_mask=None) -> SeenUnseenCurve:
   """Exact seen-unseen curve: every breakpoint at once, O(N·C + N log N).
 
   Args:
@@ -485,31 +461,31 @@ def grid_from_stats(stats: SampleStats, gammas, method: str = "search") -> dict:
   gammas = jnp.asarray(gammas, jnp.float32)
   g = gammas.shape[0]
   if method == "vmap":
+
     def one(gamma):
-      return base + _predicts_seen(ms, mu, stats.s_first, gamma).astype(
-          jnp.float32) @ w
+      return base + _predicts_seen(ms, mu, stats.s_first, gamma).astype(jnp.float32) @ w
+
     hits = jax.vmap(one)(gammas)  # (G, 2)
   elif method == "search":
     order = jnp.argsort(gammas)
     sorted_g = gammas[order]
+
     # Predicting S is monotone (true, then false) along increasing γ, so each
     # sample's switch index k (number of sorted γ predicting S) is found by
     # bisection: invariant pred(lo - 1) true, pred(hi) false.
     def bisect(_, bounds):
       lo, hi = bounds
       mid = (lo + hi) // 2
-      ok = _predicts_seen(ms, mu, stats.s_first,
-                          sorted_g[jnp.clip(mid, 0, g - 1)])
+      ok = _predicts_seen(ms, mu, stats.s_first, sorted_g[jnp.clip(mid, 0, g - 1)])
       go_right = (lo < hi) & ok
-      return (jnp.where(go_right, mid + 1, lo),
-              jnp.where((lo < hi) & ~ok, mid, hi))
+      return (jnp.where(go_right, mid + 1, lo), jnp.where((lo < hi) & ~ok, mid, hi))
+
     lo = jnp.zeros(ms.shape, jnp.int32)
     hi = jnp.full(ms.shape, g, jnp.int32)
-    k, _ = lax.fori_loop(0, max(1, int(np.ceil(np.log2(g + 1)))), bisect,
-                         (lo, hi))
+    k, _ = lax.fori_loop(0, max(1, int(np.ceil(np.log2(g + 1)))), bisect, (lo, hi))
     # Sample i adds w_i at sorted positions j < k_i: a suffix sum of bins.
-    bins = jax.ops.segment_sum(w, k, num_segments=g + 1)       # (G+1, 2)
-    from_s = jnp.cumsum(bins[::-1], axis=0)[::-1][1:]           # sum_{k > j}
+    bins = jax.ops.segment_sum(w, k, num_segments=g + 1)  # (G+1, 2)
+    from_s = jnp.cumsum(bins[::-1], axis=0)[::-1][1:]  # sum_{k > j}
     hits = jnp.zeros((g, 2), jnp.float32).at[order].set(base + from_s)
   else:
     raise ValueError(f"method must be 'search' or 'vmap'; got {method!r}.")
@@ -520,8 +496,7 @@ def grid_from_stats(stats: SampleStats, gammas, method: str = "search") -> dict:
   }
 
 
-def evaluate_gamma_grid(logits, labels, absent_mask, gammas,
-                        class_mask=None, method: str = "search") -> dict:
+def evaluate_gamma_grid(logits, labels, absent_mask, gammas, class_mask=None, method: str = "search") -> dict:
   """Accuracies at G values of γ from one O(N·C) pass; never builds G·N·C.
 
   Args:
@@ -566,20 +541,17 @@ def alg_gamma(train_logits, train_labels, absent_mask, class_mask=None):
   lab = _concrete(train_labels)
   absent = _concrete(absent_mask)
   if lab is not None and absent is not None and np.any(absent[lab]):
-    raise ValueError(
-        "alg_gamma takes fine-tuning TRAINING data, which holds S samples only; "
-        f"{int(np.sum(absent[lab]))} labels are absent classes. Using test "
-        "data with U samples leaks them (see paper.md).")
-  keep = _concrete(class_mask) if class_mask is not None else (
-      None if absent is None else np.ones_like(absent))
+    raise ValueError("alg_gamma takes fine-tuning TRAINING data, which holds S samples only; "
+                     f"{int(np.sum(absent[lab]))} labels are absent classes. Using test "
+                     "data with U samples leaks them (see paper.md).")
+  keep = _concrete(class_mask) if class_mask is not None else (None if absent is None else np.ones_like(absent))
   if absent is not None and keep is not None and np.sum(~absent & keep) < 2:
     raise ValueError("alg_gamma needs at least 2 seen classes (the mean over "
                      "non-ground-truth S classes is empty otherwise).")
   z = _concrete(train_logits)
   if z is not None and not np.all(np.isfinite(z[:, keep] if keep is not None else z)):
     raise ValueError("alg_gamma needs finite logits; got NaN or inf.")
-  return _alg(train_logits, train_labels, absent_mask,
-              jnp.ones_like(absent_mask) if class_mask is None else class_mask)
+  return _alg(train_logits, train_labels, absent_mask, jnp.ones_like(absent_mask) if class_mask is None else class_mask)
 
 
 @jax.jit
@@ -633,9 +605,8 @@ def pcv_select(curve: SeenUnseenCurve, acc_pseudo_absent_threshold):
   """
   tau = _concrete(acc_pseudo_absent_threshold)
   if tau is not None and not (np.ndim(tau) == 0 and 0.0 <= tau <= 1.0):
-    raise ValueError(
-        f"acc_pseudo_absent_threshold must be a scalar in [0, 1]; got {tau}. "
-        "If it is a percentage, divide by 100.")
+    raise ValueError(f"acc_pseudo_absent_threshold must be a scalar in [0, 1]; got {tau}. "
+                     "If it is a percentage, divide by 100.")
   ok = curve.valid & (curve.acc_unseen >= acc_pseudo_absent_threshold)
   best, found = _best_point(curve, ok)
   return jnp.where(found, curve.gammas[best], jnp.nan), found

@@ -45,15 +45,14 @@ class Checkpointer:
     async_save: write in a background thread; `wait_until_finished` or `close` joins it.
   """
 
-  def __init__(self, directory: str, config: Mapping[str, Any], *, save_interval_steps: int = 100,
-               max_to_keep: int = 2, async_save: bool = True):
+  def __init__(self, directory: str, config: Mapping[str, Any], *, save_interval_steps: int = 100, max_to_keep: int = 2,
+               async_save: bool = True):
     self.directory = os.path.abspath(os.fspath(directory))
     self._fingerprint = fingerprint(config)
     os.makedirs(self.directory, exist_ok=True)
     self._check_fingerprint(config)
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_interval_steps, max_to_keep=max_to_keep,
-        enable_async_checkpointing=async_save, create=True)
+    options = ocp.CheckpointManagerOptions(save_interval_steps=save_interval_steps, max_to_keep=max_to_keep,
+                                           enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(epath.Path(self.directory), options=options)
 
   def _check_fingerprint(self, config):

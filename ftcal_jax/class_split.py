@@ -184,5 +184,7 @@ class ClassSplit:
 
   def to_dict(self) -> Dict[str, Any]:
     """A JSON-ready record of the split, for the run's output."""
-    return {"num_classes": self.num_classes, "seen": list(self.seen), "absent": list(self.absent),
-            "remaining": list(self.remaining), "provenance": dict(self.provenance)}
+    return {
+        "num_classes": self.num_classes, "seen": list(self.seen), "absent": list(self.absent),
+        "remaining": list(self.remaining), "provenance": dict(self.provenance)
+    }

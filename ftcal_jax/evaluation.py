@@ -136,9 +136,10 @@ def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]]
     mask = np.asarray(batch.get("mask", np.ones((n,), bool)), bool)
     if mask.shape != (n,):
       raise ValueError(f"batch['mask'] has shape {mask.shape}, expected ({n},).")
-    host = {"image": _pad_rows(images, local_shards),
-            "label": _pad_rows(np.asarray(batch["label"], np.int32), local_shards),
-            "mask": _pad_rows(mask, local_shards)}
+    host = {
+        "image": _pad_rows(images, local_shards),
+        "label": _pad_rows(np.asarray(batch["label"], np.int32), local_shards), "mask": _pad_rows(mask, local_shards)
+    }
     glob = input_pipeline.shard_batch(host, mesh)
     out_logits, out_features = predict_fn(params, glob["image"])
     keep = _to_host(glob["mask"])

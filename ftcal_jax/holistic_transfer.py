@@ -43,4 +43,4 @@ def absent_distillation(logits: jnp.ndarray, ref_logits: jnp.ndarray, absent_mas
   log_p = jax.nn.log_softmax(s, axis=-1)
   log_q = jax.nn.log_softmax(t, axis=-1)
   kl = jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=-1)
-  return temperature ** 2 * jnp.mean(kl)
+  return temperature**2 * jnp.mean(kl)

@@ -23,8 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 Batch = Dict[str, np.ndarray]
 
-
 # -- hosts and sharding --------------------------------------------------------------------------------------------
+
 
 def host_batch_size(global_batch: int, process_count: Optional[int] = None) -> int:
   """B_host = global_batch // process_count, with an error that names the fix when it does not divide."""
@@ -62,6 +62,7 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, axis: str = "data")
 
 
 # -- numpy augmentation --------------------------------------------------------------------------------------------
+
 
 def normalize(images: np.ndarray) -> np.ndarray:
   """uint8 (..., H, W, C) in [0, 255] -> float32 in [-1, 1]."""
@@ -181,6 +182,7 @@ def augment_images(images: np.ndarray, rng: np.random.Generator, cfg: Any = None
 
 # -- index selection -----------------------------------------------------------------------------------------------
 
+
 def class_indices(labels: np.ndarray, classes: Optional[Sequence[int]] = None) -> np.ndarray:
   """Indices (sorted, int64) of the examples whose label is in `classes` (all examples when None)."""
   labels = np.asarray(labels)
@@ -229,10 +231,11 @@ def split_holdout(labels: np.ndarray, fraction: Optional[float] = None, seed: in
 
 # -- in-memory iterators -------------------------------------------------------------------------------------------
 
+
 def train_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, seed: int,
-                  classes: Optional[Sequence[int]] = None, augment: Any = None,
-                  indices: Optional[np.ndarray] = None, out_hw: Optional[Tuple[int, int]] = None,
-                  process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[Batch]:
+                  classes: Optional[Sequence[int]] = None, augment: Any = None, indices: Optional[np.ndarray] = None,
+                  out_hw: Optional[Tuple[int, int]] = None, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> Iterator[Batch]:
   """An infinite, seeded, epoch-shuffled iterator of host-local training batches.
 
   The examples (restricted to `indices`, then to labels in `classes`) are reshuffled each epoch with a
@@ -284,10 +287,9 @@ def num_eval_batches(num_examples: int, global_batch: int) -> int:
   return -(-num_examples // global_batch)
 
 
-def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int,
-                 classes: Optional[Sequence[int]] = None, indices: Optional[np.ndarray] = None,
-                 out_hw: Optional[Tuple[int, int]] = None, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None) -> Iterator[Batch]:
+def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, classes: Optional[Sequence[int]] = None,
+                 indices: Optional[np.ndarray] = None, out_hw: Optional[Tuple[int, int]] = None,
+                 process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[Batch]:
   """Deterministic host-local eval batches in dataset order; the last global batch is padded and masked.
 
   Global batch k holds examples [k * global_batch, (k + 1) * global_batch) of the selection; padded rows have a
@@ -393,15 +395,15 @@ class ArrayDataset:
                          augment=self.augment if augment == "default" else augment, indices=idx,
                          process_index=process_index, process_count=process_count)
 
-  def eval_batches(self, split: Optional[str] = None, *, global_batch: int,
-                   classes: Optional[Sequence[int]] = None, process_index: Optional[int] = None,
-                   process_count: Optional[int] = None) -> Iterator[Batch]:
+  def eval_batches(self, split: Optional[str] = None, *, global_batch: int, classes: Optional[Sequence[int]] = None,
+                   process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[Batch]:
     """`eval_batches` over `split` (default test_split)."""
     images, labels, idx = self.arrays(split or self.test_split)
     return eval_batches(images, labels, global_batch=global_batch, classes=classes, indices=idx,
                         process_index=process_index, process_count=process_count)
 
   def provenance(self) -> Dict[str, Any]:
-    return {"name": self.name, "num_classes": self.num_classes, "train_split": self.train_split,
-            "test_split": self.test_split, "holdout_fraction": self.holdout_fraction,
-            "holdout_seed": self.holdout_seed}
+    return {
+        "name": self.name, "num_classes": self.num_classes, "train_split": self.train_split,
+        "test_split": self.test_split, "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed
+    }

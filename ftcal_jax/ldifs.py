@@ -32,8 +32,8 @@ def _normalise(x, axis):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
-def ldifs_distance(blocks: Mapping[int, jnp.ndarray], ref_blocks: Mapping[int, jnp.ndarray],
-                   taps: Sequence[int], normalisation: str = "channel") -> jnp.ndarray:
+def ldifs_distance(blocks: Mapping[int, jnp.ndarray], ref_blocks: Mapping[int, jnp.ndarray], taps: Sequence[int],
+                   normalisation: str = "channel") -> jnp.ndarray:
   """The LDIFS feature distance, a scalar.
 
   Args:
@@ -56,5 +56,5 @@ def ldifs_distance(blocks: Mapping[int, jnp.ndarray], ref_blocks: Mapping[int, j
     a = _normalise(blocks[k].astype(jnp.float32), axis)
     b = _normalise(ref_blocks[k].astype(jnp.float32), axis)
     # Sum over the normalised axis (a squared vector distance), mean over the batch and the other axis.
-    terms.append(jnp.mean(jnp.sum((a - b) ** 2, axis=axis)))
+    terms.append(jnp.mean(jnp.sum((a - b)**2, axis=axis)))
   return jnp.mean(jnp.stack(terms))

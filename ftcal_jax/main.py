@@ -39,8 +39,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.jax_distributed:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
   from ftcal_jax import train  # pylint: disable=g-import-not-at-top
   print(f"[{time.time() - _T0:6.1f}s] ftcal_jax: imports done", flush=True)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir, start_time=_T0)

@@ -39,15 +39,17 @@ class Method:
   calibrated: bool = True
 
 
-_METHODS = {m.name: m for m in (
-    Method("finetune", "all", "seen", "target", "ce"),
-    Method("linear_probe", "head", "seen", "target", "ce"),
-    Method("frozen_classifier", "backbone", "seen", "target", "ce"),
-    Method("oracle", "all", "all", "target", "ce", calibrated=False),
-    Method("ldifs", "all", "seen", "target", "ldifs", needs_reference=True),
-    Method("holistic_transfer", "backbone", "seen", "target", "holistic_transfer", needs_reference=True),
-    Method("pretrain", "all", "all", "source", "ce", calibrated=False),
-)}
+_METHODS = {
+    m.name: m for m in (
+        Method("finetune", "all", "seen", "target", "ce"),
+        Method("linear_probe", "head", "seen", "target", "ce"),
+        Method("frozen_classifier", "backbone", "seen", "target", "ce"),
+        Method("oracle", "all", "all", "target", "ce", calibrated=False),
+        Method("ldifs", "all", "seen", "target", "ldifs", needs_reference=True),
+        Method("holistic_transfer", "backbone", "seen", "target", "holistic_transfer", needs_reference=True),
+        Method("pretrain", "all", "all", "source", "ce", calibrated=False),
+    )
+}
 
 
 def get_method(name: str) -> Method:

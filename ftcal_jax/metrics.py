@@ -93,10 +93,8 @@ def _softmax_decomposition(logits, labels, absent_mask, class_mask):
   return {
       "p_absent": p_absent,
       "p_within_absent": p_within,
-      "mean_p_absent_on_absent": jnp.sum(jnp.where(rows, p_absent, 0.0))
-                                 / jnp.sum(rows),
-      "mean_p_absent_on_seen": jnp.sum(jnp.where(rows, 0.0, p_absent))
-                               / jnp.sum(~rows & class_mask[labels]),
+      "mean_p_absent_on_absent": jnp.sum(jnp.where(rows, p_absent, 0.0)) / jnp.sum(rows),
+      "mean_p_absent_on_seen": jnp.sum(jnp.where(rows, 0.0, p_absent)) / jnp.sum(~rows & class_mask[labels]),
   }
 
 

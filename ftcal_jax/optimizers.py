@@ -79,9 +79,8 @@ def _one_group(opt_cfg, scale: float) -> optax.GradientTransformation:
   """The optimiser for one parameter group, at `scale` x the base learning rate (applied later, per step)."""
   if opt_cfg.name == "sgd":
     # PyTorch SGD folds weight decay into the gradient before momentum; the official code uses PyTorch SGD.
-    return optax.chain(
-        optax.add_decayed_weights(opt_cfg.weight_decay),
-        optax.sgd(scale, momentum=opt_cfg.momentum or None, nesterov=bool(opt_cfg.nesterov)))
+    return optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay),
+                       optax.sgd(scale, momentum=opt_cfg.momentum or None, nesterov=bool(opt_cfg.nesterov)))
   if opt_cfg.name == "adamw":
     # adamw(lr) = adam moments, + wd * w, then * -lr: the whole update is proportional to lr.
     return optax.adamw(scale, weight_decay=opt_cfg.weight_decay)

@@ -9,13 +9,19 @@ from typing import Any, Dict, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-_LABELS = {"pretrained": "Pre-trained", "finetune": "FT", "oracle": "Oracle", "linear_probe": "Linear probe",
-           "frozen_classifier": "Frozen classifier", "ldifs": "LDIFS", "holistic_transfer": "Holistic Transfer"}
-_COLORS = {"pretrained": "tab:gray", "finetune": "tab:blue", "oracle": "tab:green", "linear_probe": "tab:olive",
-           "frozen_classifier": "tab:brown", "ldifs": "tab:purple", "holistic_transfer": "tab:pink"}
+_LABELS = {
+    "pretrained": "Pre-trained", "finetune": "FT", "oracle": "Oracle", "linear_probe": "Linear probe",
+    "frozen_classifier": "Frozen classifier", "ldifs": "LDIFS", "holistic_transfer": "Holistic Transfer"
+}
+_COLORS = {
+    "pretrained": "tab:gray", "finetune": "tab:blue", "oracle": "tab:green", "linear_probe": "tab:olive",
+    "frozen_classifier": "tab:brown", "ldifs": "tab:purple", "holistic_transfer": "tab:pink"
+}
 # Points marked on the FT curve: method key -> (legend label, marker, colour).
-_FT_POINTS = {"finetune": ("FT (γ = 0)", "o", "tab:blue"), "finetune+ALG": ("FT + ALG", "s", "tab:orange"),
-              "finetune+PCV": ("FT + PCV", "D", "tab:red"), "finetune+gamma*": ("FT + γ*", "*", "gold")}
+_FT_POINTS = {
+    "finetune": ("FT (γ = 0)", "o", "tab:blue"), "finetune+ALG": ("FT + ALG", "s", "tab:orange"),
+    "finetune+PCV": ("FT + PCV", "D", "tab:red"), "finetune+gamma*": ("FT + γ*", "*", "gold")
+}
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -43,8 +49,8 @@ def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
     text = label if gamma is None else f"{label}, γ = {gamma:.2f}"
     # gamma* is often the same point as ALG/PCV: draw its star larger and underneath so both stay visible.
     star = marker == "*"
-    ax.plot(row["top1"]["acc_s/y"], row["top1"]["acc_u/y"], marker, color=color, ms=20 if star else 8,
-            mec="black", ls="none", label=text, zorder=4 if star else 5)
+    ax.plot(row["top1"]["acc_s/y"], row["top1"]["acc_u/y"], marker, color=color, ms=20 if star else 8, mec="black",
+            ls="none", label=text, zorder=4 if star else 5)
   ax.set_xlabel("Acc_s/y (%): seen-class samples, argmax over all classes")
   ax.set_ylabel("Acc_u/y (%): absent-class samples, argmax over all classes")
   ax.set_xlim(-2, 102)

@@ -81,10 +81,9 @@ def parse_arg(arg: Optional[str], positional: Optional[str] = None, **defaults: 
   return out
 
 
-def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, weight_decay: float,
-           num_epochs: float, init_checkpoint: str, init_head: str,
-           methods: Sequence[str] = ("finetune", "oracle"), model: str = "ViT-B/32",
-           seed: int = 0) -> ml_collections.ConfigDict:
+def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, weight_decay: float, num_epochs: float,
+           init_checkpoint: str, init_head: str, methods: Sequence[str] = ("finetune", "oracle"),
+           model: str = "ViT-B/32", seed: int = 0) -> ml_collections.ConfigDict:
   """The paper's fine-tuning job on one benchmark, unlocked (the caller edits it, then calls `finish`).
 
   Args:
@@ -104,14 +103,17 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = dataset["name"]  # Registry name (datasets/registry.py).
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir (a GCS bucket on a pod); None = $TFDS_DATA_DIR.
-  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)  # Where manual downloads lie (Office-Home's zip).
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(
+      str)  # TFDS data dir (a GCS bucket on a pod); None = $TFDS_DATA_DIR.
+  config.dataset.manual_dir = ml_collections.config_dict.placeholder(
+      str)  # Where manual downloads lie (Office-Home's zip).
   config.dataset.image_size = 224  # Square input side after crop/resize (the ViT's posemb is resized to it).
   config.dataset.train_split = "train"  # The fine-tuning split (only its S classes are used, except Oracle).
   config.dataset.test_split = "test"  # Evaluation over all classes.
   config.dataset.source_split = "train"  # Only the source stage (method 'pretrain') reads it.
   config.dataset.source_test_split = "test"  # Reported by the source stage.
-  config.dataset.augment = None  # None = the registry's default, the official recipe (crop 0.7-1, flip, jitter 0.3, gray).
+  # None = the registry's default, the official recipe (crop 0.7-1, flip, jitter 0.3, gray).
+  config.dataset.augment = None
   config.dataset.holdout_seed = 0  # Seeds the per-class 'fit'/'heldout' split PCV uses.
   config.dataset.split_seed = 0  # Seeds carved train/test splits (ImageNet-R/-Sketch).
   config.dataset.eval_crop_fraction = 0.875  # Eval: resize the short side to size / 0.875, centre crop.
@@ -124,8 +126,8 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
   config.class_split.kind = "random"  # Seeded random S and U.
   config.class_split.num_seen = num_seen  # |S| (int) or a fraction of the dataset's classes.
   # |U|; None = all classes not in S.
-  config.class_split.num_absent = (ml_collections.config_dict.placeholder(int) if num_absent is None
-                                   else int(num_absent))
+  config.class_split.num_absent = (ml_collections.config_dict.placeholder(int)
+                                   if num_absent is None else int(num_absent))
   config.class_split.seed = config.get_ref("seed")  # Follows config.seed.
 
   config.model = ml_collections.ConfigDict()

@@ -69,8 +69,10 @@ def _curve(preds: Predictions, absent: np.ndarray) -> Dict[str, Any]:
     # Keep both end points; the figure cannot show more points than this anyway.
     idx = np.unique(np.linspace(0, num_points - 1, MAX_CURVE_POINTS).round().astype(int))
     seen, unseen, gammas = seen[idx], unseen[idx], gammas[idx]
-  return {"ausuc": area, "num_points": num_points, "thinned": num_points > MAX_CURVE_POINTS,
-          "acc_seen": seen.tolist(), "acc_unseen": unseen.tolist(), "gammas": gammas.tolist()}
+  return {
+      "ausuc": area, "num_points": num_points, "thinned": num_points > MAX_CURVE_POINTS, "acc_seen": seen.tolist(),
+      "acc_unseen": unseen.tolist(), "gammas": gammas.tolist()
+  }
 
 
 def _check_s_only(name: str, preds: Predictions, absent: np.ndarray):
@@ -98,12 +100,14 @@ def _history_summary(hist: Mapping[str, Sequence[float]]) -> Dict[str, Any]:
   return out
 
 
-def _ncm_section(test: Mapping[str, Predictions], ncm_train: Mapping[str, Predictions],
-                 methods: Mapping[str, Any], absent: np.ndarray, num_classes: int) -> Dict[str, Any]:
+def _ncm_section(test: Mapping[str, Predictions], ncm_train: Mapping[str, Predictions], methods: Mapping[str, Any],
+                 absent: np.ndarray, num_classes: int) -> Dict[str, Any]:
   """NCM accuracies of the pre-trained and fine-tuned features, and the "NN vs NCM gains" (FT - pre-trained)."""
-  ncm: Dict[str, Any] = {"diagnostic": "Diagnostic only: the NCM class means use the target training data of ALL "
-                                       "classes, absent classes included. It probes feature quality; it is not a "
-                                       "deployable method."}
+  ncm: Dict[str, Any] = {
+      "diagnostic": "Diagnostic only: the NCM class means use the target training data of ALL "
+                    "classes, absent classes included. It probes feature quality; it is not a "
+                    "deployable method."
+  }
   for key in ("pretrained", "finetune"):
     tr = ncm_train[key]
     means = metrics.ncm_class_means(tr.features, tr.labels, num_classes)
@@ -111,8 +115,10 @@ def _ncm_section(test: Mapping[str, Predictions], ncm_train: Mapping[str, Predic
     ncm[key] = _floats(metrics.accuracies(logits, test[key].labels, absent, k=1), ACC_KEYS)
   # "NN" is the model's own linear head.
   nn = {k: methods[k]["top1"] for k in ("pretrained", "finetune")}
-  ncm["gains"] = {clf: {a: src["finetune"][a] - src["pretrained"][a] for a in ("acc_y/y", "acc_s/y", "acc_u/y")}
-                  for clf, src in (("nn", nn), ("ncm", ncm))}
+  ncm["gains"] = {
+      clf: {a: src["finetune"][a] - src["pretrained"][a] for a in ("acc_y/y", "acc_s/y", "acc_u/y")}
+      for clf, src in (("nn", nn), ("ncm", ncm))
+  }
   return ncm
 
 
@@ -126,22 +132,25 @@ def _findings(report: Dict[str, Any]) -> list:
   top1 = {k: v["top1"] for k, v in rows.items()}
   out = []
   pre_u, ft_u = top1["pretrained"]["acc_u/y"], top1["finetune"]["acc_u/y"]
-  out.append(_finding("FT lowers Acc_u/y below the pre-trained model", ft_u < pre_u,
-                      f"Acc_u/y: pre-trained {pre_u:.2f}, FT {ft_u:.2f}"))
+  out.append(
+      _finding("FT lowers Acc_u/y below the pre-trained model", ft_u < pre_u,
+               f"Acc_u/y: pre-trained {pre_u:.2f}, FT {ft_u:.2f}"))
   ncm = report.get("ncm")
   if ncm:
     a, b = ncm["pretrained"]["acc_u/y"], ncm["finetune"]["acc_u/y"]
-    out.append(_finding("NCM Acc_u/y rises after FT (features improve for absent classes)", b > a,
-                        f"NCM Acc_u/y: pre-trained {a:.2f}, FT {b:.2f}"))
+    out.append(
+        _finding("NCM Acc_u/y rises after FT (features improve for absent classes)", b > a,
+                 f"NCM Acc_u/y: pre-trained {a:.2f}, FT {b:.2f}"))
   else:
-    out.append(_finding("NCM Acc_u/y rises after FT (features improve for absent classes)", None,
-                        "not evaluated: no ncm_train predictions"))
+    out.append(
+        _finding("NCM Acc_u/y rises after FT (features improve for absent classes)", None,
+                 "not evaluated: no ncm_train predictions"))
   a, b = report["ausuc"]["pretrained"], report["ausuc"]["finetune"]
-  out.append(_finding("AUSUC(FT) is above AUSUC(pre-trained)", b > a,
-                      f"AUSUC: pre-trained {a:.4f}, FT {b:.4f}"))
+  out.append(_finding("AUSUC(FT) is above AUSUC(pre-trained)", b > a, f"AUSUC: pre-trained {a:.4f}, FT {b:.4f}"))
   star = top1["finetune+gamma*"]["acc_u/y"]
-  out.append(_finding("FT+γ* beats the pre-trained model on Acc_u/y", star > pre_u,
-                      f"Acc_u/y: pre-trained {pre_u:.2f}, FT+γ* {star:.2f}"))
+  out.append(
+      _finding("FT+γ* beats the pre-trained model on Acc_u/y", star > pre_u,
+               f"Acc_u/y: pre-trained {pre_u:.2f}, FT+γ* {star:.2f}"))
   ft_y, star_y = top1["finetune"]["acc_y/y"], top1["finetune+gamma*"]["acc_y/y"]
   recovery = report["gammas"].get("recovery", {})
   for key, label in (("finetune+ALG", "ALG"), ("finetune+PCV", "PCV")):
@@ -154,18 +163,19 @@ def _findings(report: Dict[str, Any]) -> list:
     elif frac is None:
       out.append(_finding(claim, None, f"undefined: γ* gains nothing over FT (Acc_y/y {ft_y:.2f})"))
     else:
-      out.append(_finding(claim, frac > RECOVERY_THRESHOLD,
-                          f"Acc_y/y: FT {ft_y:.2f}, FT+{label} {top1[key]['acc_y/y']:.2f}, FT+γ* {star_y:.2f}; "
-                          f"recovered {100 * frac:.1f}% of the gain"))
+      out.append(
+          _finding(
+              claim, frac > RECOVERY_THRESHOLD,
+              f"Acc_y/y: FT {ft_y:.2f}, FT+{label} {top1[key]['acc_y/y']:.2f}, FT+γ* {star_y:.2f}; "
+              f"recovered {100 * frac:.1f}% of the gain"))
   return out
 
 
-def build_report(*, class_split: Any, test: Mapping[str, Predictions],
-                 alg_train: Optional[Mapping[str, Predictions]] = None,
-                 ncm_train: Optional[Mapping[str, Predictions]] = None,
-                 pcv: Optional[Mapping[str, Sequence[Any]]] = None,
-                 history: Optional[Mapping[str, Mapping[str, Sequence[float]]]] = None,
-                 config: Optional[Any] = None,
+def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train: Optional[Mapping[str,
+                                                                                                   Predictions]] = None,
+                 ncm_train: Optional[Mapping[str, Predictions]] = None, pcv: Optional[Mapping[str,
+                                                                                              Sequence[Any]]] = None,
+                 history: Optional[Mapping[str, Mapping[str, Sequence[float]]]] = None, config: Optional[Any] = None,
                  class_mask: Optional[np.ndarray] = None) -> Dict[str, Any]:
   """Computes the paper's evaluation from cached predictions.
 
@@ -213,12 +223,16 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions],
     restrict = lambda d: {k: v.restrict_classes(class_mask) for k, v in d.items()}
     test, alg_train, ncm_train = restrict(test), restrict(alg_train), restrict(ncm_train)
     absent = absent[class_mask]
-    head_policy = {"policy": "mask", "num_head_classes": num_head, "num_scored_classes": int(class_mask.sum()),
-                   "note": f"{num_head - int(class_mask.sum())} head classes the dataset lacks are excluded from "
-                           "every argmax (as if their logits were -inf)."}
+    head_policy = {
+        "policy": "mask", "num_head_classes": num_head, "num_scored_classes": int(class_mask.sum()),
+        "note": f"{num_head - int(class_mask.sum())} head classes the dataset lacks are excluded from "
+                "every argmax (as if their logits were -inf)."
+    }
   else:
-    head_policy = {"policy": "keep", "num_head_classes": num_head, "num_scored_classes": num_head,
-                   "note": "All head classes compete in every argmax (the official code's choice)."}
+    head_policy = {
+        "policy": "keep", "num_head_classes": num_head, "num_scored_classes": num_head,
+        "note": "All head classes compete in every argmax (the official code's choice)."
+    }
   num_scored = head_policy["num_scored_classes"]
   top5 = num_scored >= 10
 
@@ -234,14 +248,19 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions],
       "class_split": class_split.to_dict(),
       "head_classes": head_policy,
       "test_samples": {"all": int(labels.size), "seen": int((~is_u).sum()), "absent": int(is_u.sum())},
-      "methods": {}, "gammas": {"alg": {}, "oracle": {}}, "ausuc": {}, "curves": {},
+      "methods": {},
+      "gammas": {"alg": {}, "oracle": {}},
+      "ausuc": {},
+      "curves": {},
   }
   methods, gammas = report["methods"], report["gammas"]
 
   def add_row(key, name, preds, base=None, calib=None, gamma=None):
     logits = preds.logits if gamma is None else np.asarray(calibration.shift_absent(preds.logits, absent, gamma))
-    methods[key] = {"name": name, "base": base or key, "calibration": calib, "gamma": gamma,
-                    **_accuracies(logits, preds.labels, absent, top5)}
+    methods[key] = {
+        "name": name, "base": base or key, "calibration": calib, "gamma": gamma,
+        **_accuracies(logits, preds.labels, absent, top5)
+    }
 
   ordered = [k for k in MODEL_NAMES if k in test]
   for key in ordered:
@@ -264,8 +283,10 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions],
       g_k = np.asarray(pcv["gammas"], np.float64)
       found = np.asarray(pcv["found"], bool)
       g = float(calibration.pcv_gamma(g_k, found))
-      gammas["pcv"] = {"gamma": g if math.isfinite(g) else None, "per_split": g_k.tolist(),
-                       "found": found.tolist(), "taus": [float(t) for t in pcv.get("taus", [])]}
+      gammas["pcv"] = {
+          "gamma": g if math.isfinite(g) else None, "per_split": g_k.tolist(), "found": found.tolist(),
+          "taus": [float(t) for t in pcv.get("taus", [])]
+      }
       if math.isfinite(g):
         add_row("finetune+PCV", "FT + PCV", preds, key, "PCV", g)
     add_row("finetune+gamma*", "FT + γ* (oracle γ, upper bound)", preds, key, "gamma*",
@@ -274,7 +295,8 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions],
   gain = methods["finetune+gamma*"]["top1"]["acc_y/y"] - methods["finetune"]["top1"]["acc_y/y"]
   gammas["recovery"] = {
       calib.lower(): (methods[key]["top1"]["acc_y/y"] - methods["finetune"]["top1"]["acc_y/y"]) / gain
-      for key, calib in (("finetune+ALG", "ALG"), ("finetune+PCV", "PCV")) if key in methods and gain > 1e-9}
+      for key, calib in (("finetune+ALG", "ALG"), ("finetune+PCV", "PCV")) if key in methods and gain > 1e-9
+  }
 
   if "pretrained" in ncm_train and "finetune" in ncm_train:
     report["ncm"] = _ncm_section(test, ncm_train, methods, absent, num_scored)
@@ -284,8 +306,8 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions],
   for key in ordered:
     dec = metrics.softmax_decomposition(test[key].logits, labels, absent)
     report["softmax_decomposition"][key] = {
-        "mean_p_absent_on_absent": float(dec["mean_p_absent_on_absent"]),
-        "acc_u/u": methods[key]["top1"]["acc_u/u"]}
+        "mean_p_absent_on_absent": float(dec["mean_p_absent_on_absent"]), "acc_u/u": methods[key]["top1"]["acc_u/u"]
+    }
 
   if history:
     report["head_norms"] = {k: _history_summary(h) for k, h in history.items()}
@@ -337,8 +359,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _methods_table(report: Mapping[str, Any], k: str) -> str:
-  rows = [[m["name"], _fmt(m["gamma"], 3)] + [m[k][a] for a in ACC_KEYS]
-          for m in report["methods"].values()]
+  rows = [[m["name"], _fmt(m["gamma"], 3)] + [m[k][a] for a in ACC_KEYS] for m in report["methods"].values()]
   return _table(["method", "γ"] + [a.replace("acc_", "Acc_") for a in ACC_KEYS], rows)
 
 
@@ -353,11 +374,13 @@ def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> st
   if brief:
     out += ["Run: " + ", ".join(f"{k} = `{v}`" for k, v in brief.items()) + " (full config in report.json).", ""]
   n = report["test_samples"]
-  out += [f"Classes: |S| = {len(split['seen'])} seen, |U| = {len(split['absent'])} absent, "
-          f"{len(split['remaining'])} unused; split provenance: `{json.dumps(split['provenance'])}`.",
-          f"Head classes: policy **{heads['policy']}**, {heads['num_scored_classes']} of "
-          f"{heads['num_head_classes']} scored. {heads['note']}",
-          f"Test samples: {n['all']} ({n['seen']} of S, {n['absent']} of U). Accuracies in %.", ""]
+  out += [
+      f"Classes: |S| = {len(split['seen'])} seen, |U| = {len(split['absent'])} absent, "
+      f"{len(split['remaining'])} unused; split provenance: `{json.dumps(split['provenance'])}`.",
+      f"Head classes: policy **{heads['policy']}**, {heads['num_scored_classes']} of "
+      f"{heads['num_head_classes']} scored. {heads['note']}",
+      f"Test samples: {n['all']} ({n['seen']} of S, {n['absent']} of U). Accuracies in %.", ""
+  ]
 
   out += ["## Methods (top-1)", "", _methods_table(report, "top1"), ""]
   first = next(iter(report["methods"].values()))
@@ -366,8 +389,9 @@ def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> st
 
   g = report["gammas"]
   out += ["## Calibration γ", ""]
-  rows = [[f"ALG ({k})", v, "mean non-GT S logit − mean U logit on its S-only training data"]
-          for k, v in g["alg"].items()]
+  rows = [
+      [f"ALG ({k})", v, "mean non-GT S logit − mean U logit on its S-only training data"] for k, v in g["alg"].items()
+  ]
   if "pcv" in g:
     p = g["pcv"]
     per = ", ".join(f"{_fmt(x, 3)}{'' if f else ' (not found)'}" for x, f in zip(p["per_split"], p["found"]))
@@ -377,10 +401,13 @@ def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> st
            for k, v in g["oracle"].items()]
   out += [_table(["γ", "value", "how"], [[r[0], _fmt(r[1], 4), r[2]] for r in rows]), ""]
 
-  out += ["## Seen-unseen curves", "",
-          _table(["model", "AUSUC", "curve points"],
-                 [[MODEL_NAMES.get(k, k), _fmt(v, 4), report["curves"][k]["num_points"]]
-                  for k, v in report["ausuc"].items()]), ""]
+  out += [
+      "## Seen-unseen curves", "",
+      _table(
+          ["model", "AUSUC", "curve points"],
+          [[MODEL_NAMES.get(k, k), _fmt(v, 4), report["curves"][k]["num_points"]] for k, v in report["ausuc"].items()]),
+      ""
+  ]
   if "seen_unseen" in figures:
     out += [f"![seen-unseen curves]({figures['seen_unseen']})", ""]
 
@@ -398,23 +425,33 @@ def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> st
     if "nn_vs_ncm" in figures:
       out += [f"![NN vs NCM gains]({figures['nn_vs_ncm']})", ""]
 
-  out += ["## Softmax decomposition on absent-class samples", "",
-          "p(c|x) = p(U|x)·p(c|x, U) for c ∈ U: a low mean p(U|x) means U samples are sent to S; a low Acc_u/u "
-          "means U classes are confused among themselves.", "",
-          _table(["model", "mean p(U|x) on U samples", "Acc_u/u"],
-                 [[MODEL_NAMES.get(k, k), _fmt(v["mean_p_absent_on_absent"], 4), v["acc_u/u"]]
-                  for k, v in report["softmax_decomposition"].items()]), ""]
+  out += [
+      "## Softmax decomposition on absent-class samples", "",
+      "p(c|x) = p(U|x)·p(c|x, U) for c ∈ U: a low mean p(U|x) means U samples are sent to S; a low Acc_u/u "
+      "means U classes are confused among themselves.", "",
+      _table(["model", "mean p(U|x) on U samples", "Acc_u/u"],
+             [[MODEL_NAMES.get(k, k), _fmt(v["mean_p_absent_on_absent"], 4), v["acc_u/u"]]
+              for k, v in report["softmax_decomposition"].items()]), ""
+  ]
 
   if "head_norms" in report:
     rows = []
     for k, h in report["head_norms"].items():
       s, u = h.get("head_norm_seen", {}), h.get("head_norm_absent", {})
-      rows.append([MODEL_NAMES.get(k, k), h.get("last_step"), _fmt(s.get("first"), 3), _fmt(s.get("last"), 3),
-                   _fmt(u.get("first"), 3), _fmt(u.get("last"), 3),
-                   _fmt(h.get("absent_update_cos", {}).get("mean"), 3)])
-    out += ["## Head weight norms during training", "",
-            _table(["model", "steps", "‖W_S‖ first", "‖W_S‖ last", "‖W_U‖ first", "‖W_U‖ last",
-                    "mean cos of U updates"], rows), ""]
+      rows.append([
+          MODEL_NAMES.get(k, k),
+          h.get("last_step"),
+          _fmt(s.get("first"), 3),
+          _fmt(s.get("last"), 3),
+          _fmt(u.get("first"), 3),
+          _fmt(u.get("last"), 3),
+          _fmt(h.get("absent_update_cos", {}).get("mean"), 3)
+      ])
+    out += [
+        "## Head weight norms during training", "",
+        _table(["model", "steps", "‖W_S‖ first", "‖W_S‖ last", "‖W_U‖ first", "‖W_U‖ last", "mean cos of U updates"],
+               rows), ""
+    ]
     if "head_norms" in figures:
       out += [f"![head weight norms]({figures['head_norms']})", ""]
 

@@ -107,6 +107,7 @@ class _Context:
 
 # -- small pieces ---------------------------------------------------------------------------------------------------
 
+
 def _is_main() -> bool:
   return jax.process_index() == 0
 
@@ -142,8 +143,8 @@ def head_statistics(kernel: np.ndarray, init_kernel: np.ndarray, seen: np.ndarra
     seen, absent: (C,) bool masks of S and U.
 
   Returns:
-    (mean ||w_c|| over S, mean ||w_c|| over U (NaN when U is empty), mean pairwise cosine between the updates w_c - w_c(0) of the U
-    classes; NaN when fewer than two U classes moved).
+    (mean ||w_c|| over S, mean ||w_c|| over U (NaN when U is empty), mean pairwise cosine between the updates
+    w_c - w_c(0) of the U classes; NaN when fewer than two U classes moved).
   """
   norms = np.linalg.norm(kernel, axis=0)
   mean = lambda x: float(x.mean()) if x.size else float("nan")
@@ -198,9 +199,9 @@ def _load_predictions(path: str, fingerprint: str):
 
 # -- one training run -----------------------------------------------------------------------------------------------
 
-def train_model(ctx: _Context, run_name: str, method_name: str, *, train_split: str,
-                classes: Optional[Sequence[int]], seed: int,
-                num_steps: Optional[int] = None) -> Tuple[Any, Dict[str, List[float]]]:
+
+def train_model(ctx: _Context, run_name: str, method_name: str, *, train_split: str, classes: Optional[Sequence[int]],
+                seed: int, num_steps: Optional[int] = None) -> Tuple[Any, Dict[str, List[float]]]:
   """Trains one model from ctx.init_params with the method's recipe; resumes from workdir/run_name.
 
   Args:
@@ -232,19 +233,20 @@ def train_model(ctx: _Context, run_name: str, method_name: str, *, train_split: 
   if key not in ctx.step_fns:
     labels = optimizers.param_labels(ctx.init_params, method.trainable)
     tx = optimizers.make_optimizer(opt_cfg, labels)
-    step_fn = train_step_lib.make_train_step(
-        ctx.model, method, tx, opt_cfg, mesh,
-        absent_mask=ctx.split.absent_mask if method.needs_reference else None, logit_mask=ctx.class_mask,
-        ldifs_config=config.ldifs, ht_config=config.holistic_transfer)
+    step_fn = train_step_lib.make_train_step(ctx.model, method, tx, opt_cfg, mesh,
+                                             absent_mask=ctx.split.absent_mask if method.needs_reference else None,
+                                             logit_mask=ctx.class_mask, ldifs_config=config.ldifs,
+                                             ht_config=config.holistic_transfer)
     ctx.step_fns[key] = (tx, step_fn)
   tx, step_fn = ctx.step_fns[key]
   state = train_step_lib.create_train_state(ctx.init_params, tx, mesh, steps,
                                             ref_params=ctx.init_params if method.needs_reference else None)
 
   run_dir = os.path.join(ctx.workdir, run_name)
-  run_fp_config = {"run": run_name, "method": method_name, "train_split": train_split, "steps": steps,
-                   "classes": None if classes is None else [int(c) for c in classes], "seed": seed,
-                   "config": ctx.fingerprint_config}
+  run_fp_config = {
+      "run": run_name, "method": method_name, "train_split": train_split, "steps": steps,
+      "classes": None if classes is None else [int(c) for c in classes], "seed": seed, "config": ctx.fingerprint_config
+  }
   ckpt = checkpointing.Checkpointer(run_dir, run_fp_config, save_interval_steps=config.checkpoint_every_steps,
                                     max_to_keep=1)
   history = {k: [] for k in _HISTORY_KEYS}
@@ -318,9 +320,11 @@ def train_model(ctx: _Context, run_name: str, method_name: str, *, train_split: 
         ckpt.maybe_save(step, {"step": state.step, "params": state.params, "opt_state": state.opt_state},
                         force=step == steps)
   ckpt.close()
-  ctx.summary[run_name] = {"method": method_name, "steps": steps, "train_examples": num_examples,
-                           "final_loss": history["loss"][-1] if history["loss"] else None,
-                           "train_seconds": time.time() - t_start, "resumed_from": start}
+  ctx.summary[run_name] = {
+      "method": method_name, "steps": steps, "train_examples": num_examples,
+      "final_loss": history["loss"][-1] if history["loss"] else None, "train_seconds": time.time() - t_start,
+      "resumed_from": start
+  }
   return state.params, history
 
 
@@ -329,15 +333,15 @@ def _predict(ctx: _Context, params, split: str, classes: Optional[Sequence[int]]
   return evaluation.predict(ctx.model, params, batches, ctx.mesh)
 
 
-def run_method(ctx: _Context, run_name: str, method_name: str, *, train_split: str,
-               classes: Optional[Sequence[int]], seed: int, passes: Mapping[str, Tuple[str, Any]],
-               num_steps: Optional[int] = None):
+def run_method(ctx: _Context, run_name: str, method_name: str, *, train_split: str, classes: Optional[Sequence[int]],
+               seed: int, passes: Mapping[str, Tuple[str, Any]], num_steps: Optional[int] = None):
   """Trains (or resumes, or loads from cache) one run and evaluates it on `passes` {kind: (split, classes)}."""
-  fp = checkpointing.fingerprint({"run": run_name, "method": method_name, "train_split": train_split,
-                                  "classes": None if classes is None else [int(c) for c in classes],
-                                  "passes": {k: [s, None if c is None else [int(x) for x in c]]
-                                             for k, (s, c) in passes.items()},
-                                  "seed": seed, "num_steps": num_steps, "config": ctx.fingerprint_config})
+  fp = checkpointing.fingerprint({
+      "run": run_name, "method": method_name, "train_split": train_split,
+      "classes": None if classes is None else [int(c) for c in classes],
+      "passes": {k: [s, None if c is None else [int(x) for x in c]] for k, (s, c) in passes.items()}, "seed": seed,
+      "num_steps": num_steps, "config": ctx.fingerprint_config
+  })
   cache = os.path.join(ctx.workdir, run_name, "predictions.npz")
   loaded = _load_predictions(cache, fp)
   if loaded is not None:
@@ -353,6 +357,7 @@ def run_method(ctx: _Context, run_name: str, method_name: str, *, train_split: s
 
 
 # -- the job --------------------------------------------------------------------------------------------------------
+
 
 def _init_params(config, model, image_shape, progress: Progress):
   """Random init, then the configured checkpoint with its head policy."""
@@ -420,13 +425,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ValueError("'pretrain' runs alone (configs/glyphs_pretrain.py); remove it from config.methods.")
 
   # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
-  split = ClassSplit.from_config(config.class_split, num_classes,
-                                 candidates=getattr(dataset, "present_classes", None))
+  split = ClassSplit.from_config(config.class_split, num_classes, candidates=getattr(dataset, "present_classes", None))
   class_mask = getattr(dataset, "class_mask", None)
   ctx = _Context(config, workdir, mesh, dataset, split, model, init_params, class_mask, writer, progress,
                  _fingerprint_config(config))
-  progress(f"Class split: |S| = {len(split.seen)}, |U| = {len(split.absent)}; methods {list(config.methods)}"
-           + (f"; PCV K={config.pcv.num_splits}" if config.pcv.enabled else ""))
+  progress(f"Class split: |S| = {len(split.seen)}, |U| = {len(split.absent)}; methods {list(config.methods)}" +
+           (f"; PCV K={config.pcv.num_splits}" if config.pcv.enabled else ""))
   seen, all_classes = list(split.seen), None
   train, test = dataset.train_split, dataset.test_split
 
@@ -503,8 +507,8 @@ def run_pcv(ctx: _Context, pre_heldout: evaluation.Predictions) -> Dict[str, Lis
     s1 = list(pseudo.seen)
     shifted = pseudo.absent_mask  # S2 plays U.
     preds, _ = run_method(ctx, f"pcv_{k}", "finetune", train_split=f"{train}:fit", classes=s1,
-                          seed=config.seed * 1000 + 100 + k,
-                          passes={"heldout": (f"{train}:heldout", list(split.seen))}, num_steps=steps)
+                          seed=config.seed * 1000 + 100 + k, passes={"heldout": (f"{train}:heldout", list(split.seen))},
+                          num_steps=steps)
     held = preds["heldout"]
     on_s2 = pseudo.absent_mask[pre_heldout.labels]
     tau = float(np.mean(np.argmax(pre_heldout.logits[on_s2], -1) == pre_heldout.labels[on_s2]))
@@ -522,8 +526,8 @@ def _pretrain(ctx: _Context) -> Dict[str, Any]:
   """Pre-training on the source split over all classes; writes the vit_jax npz the demo ships."""
   config = ctx.config
   # A rerun of a finished job restores the final checkpoint and trains zero steps.
-  params, history = train_model(ctx, "pretrain", "pretrain", train_split=config.dataset.source_split,
-                                classes=None, seed=config.seed)
+  params, history = train_model(ctx, "pretrain", "pretrain", train_split=config.dataset.source_split, classes=None,
+                                seed=config.seed)
   out_path = os.path.join(ctx.workdir, config.pretrain_output)
   if _is_main():
     weights.save_npz(jax.device_get(params), out_path)
@@ -548,6 +552,7 @@ def _flat_config(config) -> Dict[str, Any]:
         walk(f"{prefix}{k}.", v)
       else:
         out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
   walk("", config.to_dict())
   return out
 

@@ -69,8 +69,8 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: M
   The state owns fresh buffers (never aliases of `params`), so donating it to the step leaves the caller's
   `params` and `ref_params` intact.
   """
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     ref_params=ref_params, total_steps=jnp.asarray(total_steps, jnp.int32))
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ref_params=ref_params,
+                     total_steps=jnp.asarray(total_steps, jnp.int32))
   # device_put may reuse the caller's buffer as one shard (even with may_alias=False); a jitted copy cannot.
   copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=NamedSharding(mesh, P()))
   return copy(state)
@@ -119,11 +119,10 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
       ref = model.apply({"params": ref_params}, images, train=False, feature_blocks=taps)
       ref = jax.lax.stop_gradient(ref)
       if method.loss == "ldifs":
-        reg = ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps,
-                                                        ldifs_config.normalisation)
+        reg = ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps, ldifs_config.normalisation)
       elif method.loss == "holistic_transfer":
-        reg = ht_config.distill_weight * holistic_transfer.absent_distillation(
-            logits, ref["logits"], absent_mask, ht_config.temperature)
+        reg = ht_config.distill_weight * holistic_transfer.absent_distillation(logits, ref["logits"], absent_mask,
+                                                                               ht_config.temperature)
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce + reg, {"ce": ce, "reg": reg, "accuracy": acc}
 

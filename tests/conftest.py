@@ -6,9 +6,7 @@ at conftest import time, before any test module imports jax.
 
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The tests never touch the network: fail loudly if anything tries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

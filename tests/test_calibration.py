@@ -21,8 +21,7 @@ def _np_argmax_acc(z, y, absent, gamma):
   hit = pred == y
   seen = ~absent[y]
   with np.errstate(invalid="ignore"):
-    return (hit[seen].mean() if seen.any() else np.nan,
-            hit[~seen].mean() if (~seen).any() else np.nan, hit.mean())
+    return (hit[seen].mean() if seen.any() else np.nan, hit[~seen].mean() if (~seen).any() else np.nan, hit.mean())
 
 
 def _brute_curve(z, y, absent):
@@ -65,7 +64,8 @@ _SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
 def _valid_points(curve):
   v = np.asarray(curve.valid)
   return (np.asarray(curve.gammas)[v],
-          np.stack([np.asarray(curve.acc_seen)[v], np.asarray(curve.acc_unseen)[v],
+          np.stack([np.asarray(curve.acc_seen)[v],
+                    np.asarray(curve.acc_unseen)[v],
                     np.asarray(curve.acc_all)[v]], 1))
 
 
@@ -98,7 +98,7 @@ def test_hand_built_gamma_choices():
   # ALG on S-only rows: non-true S means 1 and 0, U means 0 and 1.
   assert float(cal.alg_gamma(z[:2], jnp.array([0, 1]), absent)) == 0.0
   curve = cal.seen_unseen_curve(z, y, absent)
-  g, found = cal.pcv_select(curve, 0.9)   # only points 0, 1 reach 0.9
+  g, found = cal.pcv_select(curve, 0.9)  # only points 0, 1 reach 0.9
   assert bool(found) and float(g) == 2.0
   g, found = cal.pcv_select(curve, 1.0)
   assert bool(found) and float(g) == 2.0
@@ -187,8 +187,7 @@ def test_grid_equals_curve_at_curve_gammas():
   absent = np.arange(20) >= 12
   curve = cal.seen_unseen_curve(z, y, absent)
   grid = cal.evaluate_gamma_grid(z, y, absent, curve.gammas[curve.valid])
-  for key, field in [("acc_seen", curve.acc_seen), ("acc_unseen", curve.acc_unseen),
-                     ("acc_all", curve.acc_all)]:
+  for key, field in [("acc_seen", curve.acc_seen), ("acc_unseen", curve.acc_unseen), ("acc_all", curve.acc_all)]:
     np.testing.assert_allclose(grid[key], field[curve.valid], atol=1e-6)
   assert int(curve.valid.sum()) == 301  # continuous logits: no tied breakpoints
 
@@ -208,8 +207,7 @@ def test_all_labels_one_side(which):
 
 def test_two_classes_and_infinities():
   # C = 2 with -inf: those rows never flip, leaving one finite breakpoint (1).
-  z = np.array([[0., -np.inf], [-np.inf, 0.], [1., 0.], [-np.inf, -np.inf]],
-               np.float32)
+  z = np.array([[0., -np.inf], [-np.inf, 0.], [1., 0.], [-np.inf, -np.inf]], np.float32)
   y = np.array([0, 1, 1, 0])
   absent = np.array([False, True])
   curve = cal.seen_unseen_curve(z, y, absent)
@@ -224,8 +222,7 @@ def test_plus_inf_is_largest_finite_float():
   y = np.array([2, 1, 0])
   absent = np.array([False, True, True])
   big = np.where(np.isinf(z), np.finfo(np.float32).max, z)
-  for a, b in zip(cal.seen_unseen_curve(z, y, absent),
-                  cal.seen_unseen_curve(big, y, absent)):
+  for a, b in zip(cal.seen_unseen_curve(z, y, absent), cal.seen_unseen_curve(big, y, absent)):
     np.testing.assert_array_equal(a, b)
 
 
@@ -244,17 +241,16 @@ def test_class_mask_drops_classes():
 def test_reduction_matches_numpy_on_both_paths():
   rng = np.random.default_rng(3)
   z = rng.normal(size=(64, 10)).astype(np.float32)
-  z[5, 3] = z[5, 6] = z[5].max() + 1   # exact tie at the max
+  z[5, 3] = z[5, 6] = z[5].max() + 1  # exact tie at the max
   y = rng.integers(0, 10, 64)
   absent = np.arange(10) % 3 == 0
   z_bad = z.copy()
-  z_bad[0, :] = np.nan        # all NaN: every logit -inf
+  z_bad[0, :] = np.nan  # all NaN: every logit -inf
   z_bad[1, 0] = np.nan
-  z_bad[2, 4] = np.inf        # treated as the largest finite float
-  for logits in (z, z_bad):   # clean: arithmetic path; else compare path
+  z_bad[2, 4] = np.inf  # treated as the largest finite float
+  for logits in (z, z_bad):  # clean: arithmetic path; else compare path
     got = cal.reduce_logits(logits, y, absent)
-    zc = np.minimum(np.where(np.isnan(logits), -np.inf, logits),
-                    np.finfo(np.float32).max)
+    zc = np.minimum(np.where(np.isnan(logits), -np.inf, logits), np.finfo(np.float32).max)
     zs, zu = np.where(absent, -np.inf, zc), np.where(absent, zc, -np.inf)
     np.testing.assert_array_equal(got.max_s, zs.max(1))
     np.testing.assert_array_equal(got.max_u, zu.max(1))
@@ -299,8 +295,9 @@ def test_fast_path_resolves_ties_at_the_max_exactly(c):
   # zero in every op, jnp.argmax included, so they are not tested here.)
   z[-1] = 0.0
   z[-1, 3] = z[-1, 5] = np.finfo(np.float32).tiny
-  y = np.where(rng.random(n) < 0.5, np.argmax(np.where(absent, -np.inf, z), 1),
-               np.argmax(np.where(absent, z, -np.inf), 1)).astype(np.int32)
+  y = np.where(
+      rng.random(n) < 0.5, np.argmax(np.where(absent, -np.inf, z), 1), np.argmax(np.where(absent, z, -np.inf),
+                                                                                 1)).astype(np.int32)
   y[::3] = rng.integers(0, c, n)[::3]  # some labels at a tied non-first max
   stats, fast = cal._reduce(z, y, absent, None)
   assert bool(fast)
@@ -330,7 +327,7 @@ def test_nan_and_inf_inside_wide_rows():
     z[40 + i, j - 2:j] = 50.0
     z[40 + i, j] = np.nan
   z[30, :] = np.nan
-  z[31, ::2] = -np.inf   # every S logit -inf
+  z[31, ::2] = -np.inf  # every S logit -inf
   got = cal.reduce_logits(z, y, absent)
   _assert_stats_match_numpy(got, z, y, absent)
 
@@ -338,8 +335,7 @@ def test_nan_and_inf_inside_wide_rows():
 def test_curve_tie_groups_and_signed_zero():
   # Many samples share a breakpoint (also -0 vs +0): the int32-key sort must
   # keep each group together and report the counts after the whole group.
-  z = np.array([[0., 0.], [-0., 0.], [0., -0.], [1., 0.], [1., 0.], [0., 1.]],
-               np.float32)
+  z = np.array([[0., 0.], [-0., 0.], [0., -0.], [1., 0.], [1., 0.], [0., 1.]], np.float32)
   y = np.array([0, 1, 0, 0, 1, 1])
   absent = np.array([False, True])
   curve = cal.seen_unseen_curve(z, y, absent)
@@ -357,6 +353,7 @@ def test_curve_tie_groups_and_signed_zero():
 
 
 def test_no_retracing_and_jit_of_public_api():
+
   @jax.jit
   @chex.assert_max_traces(n=1)
   def run(z, y, absent):

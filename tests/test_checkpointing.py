@@ -11,8 +11,10 @@ from ftcal_jax import checkpointing
 
 
 def _state(x=1.0):
-  return {"step": jnp.array(3, jnp.int32), "params": {"w": x * jnp.arange(6.0).reshape(2, 3)},
-          "opt_state": (jnp.zeros(2), {"mu": jnp.ones(3)})}
+  return {
+      "step": jnp.array(3, jnp.int32), "params": {"w": x * jnp.arange(6.0).reshape(2, 3)},
+      "opt_state": (jnp.zeros(2), {"mu": jnp.ones(3)})
+  }
 
 
 def test_round_trip_and_latest_step(tmp_path):

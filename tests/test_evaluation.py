@@ -17,8 +17,10 @@ def model_and_params():
   params = model.init(jax.random.key(0), np.zeros((1, 32, 32, 1), np.float32), train=False)["params"]
   # The head is zero-initialised (all logits equal): give it random weights so the test can see row order.
   rng = np.random.default_rng(1)
-  params["head"] = {"kernel": rng.normal(size=params["head"]["kernel"].shape).astype(np.float32),
-                    "bias": rng.normal(size=(NUM_CLASSES,)).astype(np.float32)}
+  params["head"] = {
+      "kernel": rng.normal(size=params["head"]["kernel"].shape).astype(np.float32),
+      "bias": rng.normal(size=(NUM_CLASSES,)).astype(np.float32)
+  }
   return model, params
 
 

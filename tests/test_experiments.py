@@ -49,11 +49,13 @@ def _fake_as_dataset(labels):
 
   def as_dataset(self, split, decoders=None, **kwargs):
     del split, kwargs
-    ds = tf.data.Dataset.from_tensor_slices({"image": encoded, "label": np.asarray(labels, np.int64),
-                                             "file_name": [f"{i}.jpg" for i in range(len(labels))]})
+    ds = tf.data.Dataset.from_tensor_slices({
+        "image": encoded, "label": np.asarray(labels, np.int64), "file_name": [f"{i}.jpg" for i in range(len(labels))]
+    })
     keys = set(self.info.features.keys())
     ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k in keys})
     return ds.map(lambda ex: self.info.features.decode_example(ex, decoders=decoders))
+
   return as_dataset
 
 
@@ -87,15 +89,17 @@ _IMAGENET_R_LABELS = "imagenet_r"  # Every one of its 200 classes, 5 images each
 
 # One smoke run per config file (the other VTAB tasks differ only in the builder: see the test below).
 @pytest.mark.slow
-@pytest.mark.parametrize("name, arg, labels", [
-    ("vtab", "dtd,runlocal", np.repeat(np.arange(47), 4)),
-    # 40 of the 1000 classes, 12 images each: the carve keeps 10 for test and 2 for training.
-    ("imagenet_sketch", "runlocal", np.repeat(np.random.default_rng(0).choice(1000, 40, replace=False), 12)),
-    ("imagenet_r", "keep,runlocal", _IMAGENET_R_LABELS),
-    ("ablation_optimizer", "adam,runlocal", _IMAGENET_R_LABELS),
-    ("ablation_num_classes", "num_seen=20,runlocal", _IMAGENET_R_LABELS),
-    ("ablation_methods", "imagenet_r,runlocal", _IMAGENET_R_LABELS),
-])
+@pytest.mark.parametrize(
+    "name, arg, labels",
+    [
+        ("vtab", "dtd,runlocal", np.repeat(np.arange(47), 4)),
+        # 40 of the 1000 classes, 12 images each: the carve keeps 10 for test and 2 for training.
+        ("imagenet_sketch", "runlocal", np.repeat(np.random.default_rng(0).choice(1000, 40, replace=False), 12)),
+        ("imagenet_r", "keep,runlocal", _IMAGENET_R_LABELS),
+        ("ablation_optimizer", "adam,runlocal", _IMAGENET_R_LABELS),
+        ("ablation_num_classes", "num_seen=20,runlocal", _IMAGENET_R_LABELS),
+        ("ablation_methods", "imagenet_r,runlocal", _IMAGENET_R_LABELS),
+    ])
 def test_tfds_experiment_smoke_run(tmp_path, monkeypatch, name, arg, labels):
   config = _config(name, arg)
   if isinstance(labels, str):
@@ -171,20 +175,22 @@ def test_configs_reject_bad_args():
 
 def _fake_report(seed, ft_u, pcv_gamma, holds):
   accs = lambda u: {"acc_y/y": 50.0, "acc_s/y": 60.0, "acc_u/y": u, "acc_s/s": 70.0, "acc_u/u": 40.0}
-  return {"config": {"seed": seed},
-          "methods": {"pretrained": {"name": "Pre-trained", "top1": accs(30.0)},
-                      "finetune": {"name": "FT", "top1": accs(ft_u)}},
-          "ausuc": {"pretrained": 0.2, "finetune": 0.2 + ft_u / 100},
-          "ncm": {"pretrained": accs(40.0), "finetune": accs(44.0)},
-          "gammas": {"alg": {"finetune": 1.0}, "oracle": {"finetune": {"gamma": 2.0}},
-                     "pcv": {"gamma": pcv_gamma}},
-          "findings": [{"claim": "FT lowers Acc_u/y", "holds": holds}]}
+  return {
+      "config": {"seed": seed}, "methods": {
+          "pretrained": {"name": "Pre-trained", "top1": accs(30.0)}, "finetune": {"name": "FT", "top1": accs(ft_u)}
+      }, "ausuc": {"pretrained": 0.2,
+                   "finetune": 0.2 + ft_u / 100}, "ncm": {"pretrained": accs(40.0), "finetune": accs(44.0)},
+      "gammas": {"alg": {"finetune": 1.0}, "oracle": {"finetune": {"gamma": 2.0}},
+                 "pcv": {"gamma": pcv_gamma}}, "findings": [{"claim": "FT lowers Acc_u/y", "holds": holds}]
+  }
 
 
 def test_glyphs_seeds_summary_and_table():
   seeds = recipes.load_file(os.path.join(EXPERIMENTS, "glyphs_seeds.py"))
-  summary = seeds.summarize([_fake_report(0, 4.0, 3.0, True), _fake_report(1, 8.0, None, False),
-                             _fake_report(2, 6.0, 5.0, None)])
+  summary = seeds.summarize(
+      [_fake_report(0, 4.0, 3.0, True),
+       _fake_report(1, 8.0, None, False),
+       _fake_report(2, 6.0, 5.0, None)])
   ft = summary["methods"]["finetune"]["acc_u/y"]
   assert ft["mean"] == pytest.approx(6.0) and ft["std"] == pytest.approx(2.0)  # ddof=1 of (4, 8, 6)
   assert summary["methods"]["pretrained"]["acc_u/y"]["std"] == 0.0

@@ -18,13 +18,11 @@ def _mpl_ttf(name):
 
 
 def _dejavu():
-  return glyph_render.Face("dejavu-sans/DejaVuSans", "dejavu-sans", "matplotlib",
-                           str(_mpl_ttf("DejaVuSans.ttf")))
+  return glyph_render.Face("dejavu-sans/DejaVuSans", "dejavu-sans", "matplotlib", str(_mpl_ttf("DejaVuSans.ttf")))
 
 
 def _build(data_dir, config, file_format="array_record"):
-  builder = tfds.builder("glyphs", config=config, data_dir=str(data_dir),
-                         file_format=file_format)
+  builder = tfds.builder("glyphs", config=config, data_dir=str(data_dir), file_format=file_format)
   builder.download_and_prepare()
   return builder
 
@@ -46,8 +44,7 @@ def small_dir(tmp_path_factory):
 
 
 def test_classes_are_emnist_balanced():
-  assert "".join(fonts.CLASSES) == (
-      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")
+  assert "".join(fonts.CLASSES) == ("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")
 
 
 def test_coverage_check_rejects_font_without_latin():
@@ -58,8 +55,7 @@ def test_coverage_check_rejects_font_without_latin():
 def test_placeholder_font_is_rejected():
   # LastResort maps every code point to a placeholder box: the cmap check
   # passes, the distinct-glyph check must not.
-  face = glyph_render.Face("x/LastResort", "x", "matplotlib",
-                           str(_mpl_ttf("LastResortHE-Regular.ttf")))
+  face = glyph_render.Face("x/LastResort", "x", "matplotlib", str(_mpl_ttf("LastResortHE-Regular.ttf")))
   assert fonts.covers_classes(pathlib.Path(face.path))
   assert "identical" in fonts.check_face(face)
 
@@ -81,21 +77,20 @@ def test_all_caps_handwriting_face_is_dropped():
   dropped = {}
   kept = fonts.handwriting_faces(("permanent-marker", "delius"), (), dropped=dropped)
   assert [f.family for f in kept] == ["delius"]
-  assert dropped == {"permanent-marker/PermanentMarker-Regular":
-                     "its lower case is small capitals"}
+  assert dropped == {"permanent-marker/PermanentMarker-Regular": "its lower case is small capitals"}
 
 
 def test_default_fonts_are_all_found():
   dropped = {}
   printed = fonts.printed_faces(dropped=dropped)
   assert not dropped
-  assert {f.family for f in printed} == (set(fonts.PRINTED_PACKAGES)
-                                         | set(fonts.MATPLOTLIB_FAMILIES))
+  assert {f.family for f in printed} == (set(fonts.PRINTED_PACKAGES) | set(fonts.MATPLOTLIB_FAMILIES))
   assert len(printed) >= 150  # 160 when this test was written.
   handwriting = fonts.handwriting_faces(dropped=dropped)
   # Permanent Marker is all capitals; Hershey Fraktur draws I and J alike.
-  assert {"hershey-gothic-german/gothgrt", "hershey-gothic-german/gothicger",
-          "permanent-marker/PermanentMarker-Regular"} <= set(dropped)
+  assert {
+      "hershey-gothic-german/gothgrt", "hershey-gothic-german/gothicger", "permanent-marker/PermanentMarker-Regular"
+  } <= set(dropped)
   assert len(handwriting) >= 28  # 30 when this test was written.
   assert len({f.face_id for f in printed + handwriting}) == len(printed + handwriting)
 
@@ -140,8 +135,7 @@ def test_render_shapes_determinism_and_styles():
 
 
 def test_render_keeps_ink_inside_the_image():
-  face = glyph_render.Face("hershey-script/scripts", "hershey-script",
-                           "hershey", hershey_name="scripts")
+  face = glyph_render.Face("hershey-script/scripts", "hershey-script", "hershey", hershey_name="scripts")
   images = glyph_render.render_samples(face, "W", 20, "outline", seed=0)
   ink = images > 0
   assert ink.any(axis=(1, 2)).all()
@@ -186,11 +180,9 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_dir, tmp_path):
     a = first.as_data_source(split).__getitems__(list(range(10)))
     b = again.as_data_source(split).__getitems__(list(range(10)))
     assert [x["font"] for x in a] == [x["font"] for x in b]
-    assert np.array_equal(np.stack([x["image"] for x in a]),
-                          np.stack([x["image"] for x in b]))
+    assert np.array_equal(np.stack([x["image"] for x in a]), np.stack([x["image"] for x in b]))
   x1, _ = glyphs.load_glyphs_arrays("source_train", "small", str(small_dir))
-  x2, _ = glyphs.load_glyphs_arrays("source_train", other.builder_config,
-                                    str(tmp_path / "b"))
+  x2, _ = glyphs.load_glyphs_arrays("source_train", other.builder_config, str(tmp_path / "b"))
   assert x1.shape == x2.shape and not np.array_equal(x1, x2)
 
 
@@ -208,8 +200,7 @@ def test_font_disjoint_target_split(tmp_path):
 
 
 def test_tfrecord_format_reads_with_as_dataset(tmp_path):
-  config = glyphs.small_config(name="small_tfrecord", source_per_face_class=1,
-                               printed_packages=("pt-sans", "pt-serif"),
+  config = glyphs.small_config(name="small_tfrecord", source_per_face_class=1, printed_packages=("pt-sans", "pt-serif"),
                                matplotlib_families=())
   builder = _build(tmp_path, config, file_format="tfrecord")
   batch = tfds.as_numpy(builder.as_dataset("source_test", batch_size=-1))
@@ -219,16 +210,15 @@ def test_tfrecord_format_reads_with_as_dataset(tmp_path):
 
 
 def test_missing_font_package_fails_the_build(tmp_path):
-  config = glyphs.small_config(name="small_missing",
-                               handwriting_packages=("delius", "no-such-font"))
+  config = glyphs.small_config(name="small_missing", handwriting_packages=("delius", "no-such-font"))
   with pytest.raises(fonts.MissingFontError, match="pip install fontpkg-no-such-font"):
     _build(tmp_path, config)
 
 
 def test_never_silently_drops_classes(tmp_path):
   # One target face with one image per class cannot fill both target splits.
-  config = glyphs.small_config(name="small_thin", handwriting_packages=("delius",),
-                               hershey_names=(), target_per_face_class=1)
+  config = glyphs.small_config(name="small_thin", handwriting_packages=("delius",), hershey_names=(),
+                               target_per_face_class=1)
   with pytest.raises(ValueError, match="would lack classes"):
     _build(tmp_path, config)
 

@@ -47,8 +47,9 @@ def test_train_filters_to_classes_and_reshuffles_each_epoch():
   for e in epochs:
     np.testing.assert_array_equal(np.sort(e), expected)  # Each epoch visits every seen example once.
   assert not np.array_equal(epochs[0], epochs[1])  # ...in a new order.
-  again = list(itertools.islice(
-      ip.train_batches(images, labels, global_batch=10, seed=0, classes=seen, process_count=1, process_index=0), 6))
+  again = list(
+      itertools.islice(
+          ip.train_batches(images, labels, global_batch=10, seed=0, classes=seen, process_count=1, process_index=0), 6))
   for a, b in zip(batches, again):
     np.testing.assert_array_equal(a["image"], b["image"])  # Seeded: the same stream again.
 
@@ -88,8 +89,8 @@ def test_eval_pads_last_batch_and_counts_each_example_once(process_count):
   seen_ids = []
   steps = []
   for p in range(process_count):
-    batches = list(ip.eval_batches(images, labels, global_batch=4, classes=classes, process_index=p,
-                                   process_count=process_count))
+    batches = list(
+        ip.eval_batches(images, labels, global_batch=4, classes=classes, process_index=p, process_count=process_count))
     steps.append(len(batches))
     for b in batches:
       assert b["image"].shape == (4 // process_count, 8, 8, 1)
@@ -103,8 +104,8 @@ def test_eval_pads_last_batch_and_counts_each_example_once(process_count):
 
 def test_eval_is_deterministic_and_in_order():
   images, labels = _data(n=10)
-  ids = np.concatenate([_ids(b)[b["mask"]] for b in ip.eval_batches(images, labels, global_batch=4,
-                                                                     process_count=1, process_index=0)])
+  ids = np.concatenate(
+      [_ids(b)[b["mask"]] for b in ip.eval_batches(images, labels, global_batch=4, process_count=1, process_index=0)])
   np.testing.assert_array_equal(ids, np.arange(10))
 
 
@@ -135,8 +136,7 @@ def test_augment_identity_window_and_flip_are_exact():
   images, _ = _data(n=4, hw=6, c=1)
   plain = ip.augment_images(images, np.random.default_rng(0), None)
   np.testing.assert_allclose(plain, ip.normalize(images), atol=1e-6)
-  flipped = ip._resample(images, np.zeros(4), np.zeros(4), np.full(4, 6.0), np.full(4, 6.0),
-                         np.ones(4, bool), (6, 6))
+  flipped = ip._resample(images, np.zeros(4), np.zeros(4), np.full(4, 6.0), np.full(4, 6.0), np.ones(4, bool), (6, 6))
   np.testing.assert_allclose(flipped, images[:, :, ::-1].astype(np.float32), atol=1e-4)
 
 
@@ -155,17 +155,19 @@ def test_shard_batch_on_8_devices():
 
 def test_array_dataset_holdout_splits_and_registry():
   images, labels = _data(n=40)
-  ds = ip.ArrayDataset(name="toy", load_split=lambda s: (images, labels), num_classes=5,
-                       class_names=tuple("abcde"), train_split="train", test_split="test", holdout_fraction=0.25)
+  ds = ip.ArrayDataset(name="toy", load_split=lambda s: (images, labels), num_classes=5, class_names=tuple("abcde"),
+                       train_split="train", test_split="test", holdout_fraction=0.25)
   assert ds.image_shape == (8, 8, 1)
   assert ds.num_examples("train") == 40
   assert ds.num_examples("train:heldout") == 10 and ds.num_examples("train:fit") == 30
   assert ds.num_examples("train:fit", classes=[0, 1]) == 12
   assert ds.class_mask is None and ds.labels("train:heldout").shape == (10,)
-  held = np.concatenate([_ids(b)[b["mask"]] for b in ds.eval_batches("train:heldout", global_batch=4,
-                                                                       process_count=1, process_index=0)])
-  fit = np.concatenate([_ids(next(it)) for it in [ds.train_batches("train:fit", global_batch=30, seed=0,
-                                                                    process_count=1, process_index=0)]])
+  held = np.concatenate(
+      [_ids(b)[b["mask"]] for b in ds.eval_batches("train:heldout", global_batch=4, process_count=1, process_index=0)])
+  fit = np.concatenate([
+      _ids(next(it))
+      for it in [ds.train_batches("train:fit", global_batch=30, seed=0, process_count=1, process_index=0)]
+  ])
   assert not set(held) & set(fit) and len(set(fit)) == 30
   with pytest.raises(ValueError, match="valid parts"):
     ds.num_examples("train:oops")

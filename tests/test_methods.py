@@ -11,8 +11,8 @@ from ftcal_jax import methods
 
 
 def test_registry_names_and_recipes():
-  assert methods.list_methods() == ("finetune", "frozen_classifier", "holistic_transfer", "ldifs",
-                                    "linear_probe", "oracle", "pretrain")
+  assert methods.list_methods() == ("finetune", "frozen_classifier", "holistic_transfer", "ldifs", "linear_probe",
+                                    "oracle", "pretrain")
   assert methods.get_method("finetune").trainable == "all"
   assert methods.get_method("linear_probe").trainable == "head"
   assert methods.get_method("frozen_classifier").trainable == "backbone"
@@ -20,8 +20,9 @@ def test_registry_names_and_recipes():
   assert methods.get_method("pretrain").train_split == "source"
   assert methods.get_method("ldifs").needs_reference
   assert methods.get_method("holistic_transfer").trainable == "backbone"
-  assert all(methods.get_method(n).train_classes == "seen"
-             for n in ("finetune", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer"))
+  assert all(
+      methods.get_method(n).train_classes == "seen"
+      for n in ("finetune", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer"))
 
 
 def test_unknown_method_lists_valid_names():

@@ -38,27 +38,25 @@ def _np_accuracies(z, y, absent, k):
 
 def test_hand_built_accuracies():
   # Classes 0, 1 seen; 2, 3 absent.
-  z = jnp.array([[5., 1., 2., 0.],    # y=0: right everywhere
-                 [0., 1., 2., 3.],    # y=1: wrong over all, right over S
-                 [0., 0., 1., 2.],    # y=2: wrong top-1 (3 wins), right top-2
-                 [jnp.nan, 0., 0., 0.]])  # y=3: NaN is -inf; tie 1,2,3 -> 1
+  z = jnp.array([
+      [5., 1., 2., 0.],  # y=0: right everywhere
+      [0., 1., 2., 3.],  # y=1: wrong over all, right over S
+      [0., 0., 1., 2.],  # y=2: wrong top-1 (3 wins), right top-2
+      [jnp.nan, 0., 0., 0.]
+  ])  # y=3: NaN is -inf; tie 1,2,3 -> 1
   y = jnp.array([0, 1, 2, 3])
   absent = jnp.array([False, False, True, True])
   top1 = metrics.accuracies(z, y, absent)
-  assert {k: float(v) for k, v in top1.items()} == {
-      "acc_y/y": 25.0, "acc_s/y": 50.0, "acc_u/y": 0.0,
-      "acc_s/s": 100.0, "acc_u/u": 0.0}
+  assert {k: float(v) for k, v in top1.items()
+         } == {"acc_y/y": 25.0, "acc_s/y": 50.0, "acc_u/y": 0.0, "acc_s/s": 100.0, "acc_u/u": 0.0}
   top2 = metrics.accuracies(z, y, absent, k=2)
   # Row 3 over all classes: order 1, 2, 3 (index order) -> label 3 is third.
-  assert {k: float(v) for k, v in top2.items()} == {
-      "acc_y/y": 50.0, "acc_s/y": 50.0, "acc_u/y": 50.0,
-      "acc_s/s": 100.0, "acc_u/u": 100.0}
+  assert {k: float(v) for k, v in top2.items()
+         } == {"acc_y/y": 50.0, "acc_s/y": 50.0, "acc_u/y": 50.0, "acc_s/s": 100.0, "acc_u/u": 100.0}
 
 
 @hypothesis.settings(max_examples=60, deadline=None)
-@hypothesis.given(
-    st.sampled_from([2, 3, 6]), st.sampled_from([1, 4, 9]), st.sampled_from([1, 2, 3]),
-    st.data())
+@hypothesis.given(st.sampled_from([2, 3, 6]), st.sampled_from([1, 4, 9]), st.sampled_from([1, 2, 3]), st.data())
 def test_accuracies_match_stable_sort(c, n, k, data):
   ints = data.draw(hnp.arrays(np.int32, (n, c), elements=st.integers(-3, 3)))
   z = ints.astype(np.float32)
@@ -97,29 +95,25 @@ def test_bad_k_and_shapes():
 
 
 def test_softmax_decomposition():
-  z = np.log(np.array([[0.1, 0.3, 0.2, 0.4],
-                       [0.5, 0.25, 0.2, 0.05]], np.float32))
+  z = np.log(np.array([[0.1, 0.3, 0.2, 0.4], [0.5, 0.25, 0.2, 0.05]], np.float32))
   y = np.array([2, 0])
   absent = np.array([False, False, True, True])
   out = metrics.softmax_decomposition(z, y, absent)
   np.testing.assert_allclose(out["p_absent"], [0.6, 0.25], rtol=1e-6)
-  np.testing.assert_allclose(out["p_within_absent"],
-                             [[0, 0, 1 / 3, 2 / 3], [0, 0, 0.8, 0.2]], rtol=1e-6)
+  np.testing.assert_allclose(out["p_within_absent"], [[0, 0, 1 / 3, 2 / 3], [0, 0, 0.8, 0.2]], rtol=1e-6)
   np.testing.assert_allclose(out["mean_p_absent_on_absent"], 0.6, rtol=1e-6)
   np.testing.assert_allclose(out["mean_p_absent_on_seen"], 0.25, rtol=1e-6)
-  assert float(out["acc_u/u"]) == 0.0   # class 3 beats class 2 within U
+  assert float(out["acc_u/u"]) == 0.0  # class 3 beats class 2 within U
   # p(c|x) = p(U|x) p(c|x,U) on absent classes.
   p = jax.nn.softmax(z, axis=1)
-  np.testing.assert_allclose(p[:, 2:], out["p_absent"][:, None]
-                             * out["p_within_absent"][:, 2:], rtol=1e-6)
+  np.testing.assert_allclose(p[:, 2:], out["p_absent"][:, None] * out["p_within_absent"][:, 2:], rtol=1e-6)
 
 
 def test_softmax_decomposition_stable_when_absent_underflows():
   z = np.array([[200., -200., -210.]], np.float32)
   out = metrics.softmax_decomposition(z, np.array([0]), np.array([False, True, True]))
   assert np.all(np.isfinite(out["p_within_absent"]))
-  np.testing.assert_allclose(out["p_within_absent"][0, 1:],
-                             jax.nn.softmax(jnp.array([-200., -210.])), rtol=1e-6)
+  np.testing.assert_allclose(out["p_within_absent"][0, 1:], jax.nn.softmax(jnp.array([-200., -210.])), rtol=1e-6)
 
 
 def test_ncm():
@@ -147,5 +141,4 @@ def test_metrics_jit_and_vmap():
     one = metrics.accuracies(zs[i], ys[i], absent)
     np.testing.assert_allclose(batched["acc_y/y"][i], one["acc_y/y"])
   jitted = jax.jit(metrics.softmax_decomposition)(zs[0], ys[0], absent)
-  np.testing.assert_allclose(jitted["p_absent"],
-                             metrics.softmax_decomposition(zs[0], ys[0], absent)["p_absent"])
+  np.testing.assert_allclose(jitted["p_absent"], metrics.softmax_decomposition(zs[0], ys[0], absent)["p_absent"])

@@ -19,8 +19,7 @@ def _execute(name, timeout_s):
   # Committed without outputs, so that diffs stay readable and nothing stale is shown.
   assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
   # Raises CellExecutionError (with the cell's traceback) on any error.
-  client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout_s,
-                                   resources={"metadata": {"path": REPO}})
+  client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout_s, resources={"metadata": {"path": REPO}})
   start = time.time()
   client.execute()
   return nb, time.time() - start
@@ -46,8 +45,9 @@ def test_calibrate_your_own_model_notebook():
   nb, seconds = _execute("calibrate_your_own_model.ipynb", timeout_s=300)
   text = _text(nb)
   assert "AUSUC" in text and "ALG γ" in text
-  assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-             for c in nb.cells for o in c.get("outputs", [])), "the curve was not plotted"
+  assert any(
+      o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for c in nb.cells
+      for o in c.get("outputs", [])), "the curve was not plotted"
   print(f"calibrate_your_own_model.ipynb ran in {seconds:.1f}s")
 
 

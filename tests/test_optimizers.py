@@ -11,19 +11,18 @@ from ftcal_jax import optimizers
 
 
 def _params():
-  return {"head": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones((3,))},
-          "embedding": {"kernel": jnp.ones((2, 4))}}
+  return {"head": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones((3,))}, "embedding": {"kernel": jnp.ones((2, 4))}}
 
 
 def _cfg(**kw):
-  base = dict(name="sgd", lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, backbone_lr_mult=0.1,
-              warmup_steps=0, schedule="constant", grad_clip_norm=0.0)
+  base = dict(name="sgd", lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, backbone_lr_mult=0.1, warmup_steps=0,
+              schedule="constant", grad_clip_norm=0.0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
 
-@pytest.mark.parametrize("trainable,head,backbone", [
-    ("all", "head", "backbone"), ("head", "head", "frozen"), ("backbone", "frozen", "backbone")])
+@pytest.mark.parametrize("trainable,head,backbone", [("all", "head", "backbone"), ("head", "head", "frozen"),
+                                                     ("backbone", "frozen", "backbone")])
 def test_param_labels(trainable, head, backbone):
   labels = optimizers.param_labels(_params(), trainable)
   assert labels["head"] == {"kernel": head, "bias": head}
@@ -52,8 +51,8 @@ def test_backbone_gets_a_tenth_of_the_head_learning_rate():
 def test_unit_rate_optimiser_times_schedule_equals_optax_scheduled_optimiser(name):
   # The step applies learning_rate() outside the optimiser; check that equals optax's own schedule inside it.
   params = _params()
-  cfg = _cfg(name=name, momentum=0.9, nesterov=True, weight_decay=0.01, backbone_lr_mult=1.0,
-             schedule="cosine", warmup_steps=3)
+  cfg = _cfg(name=name, momentum=0.9, nesterov=True, weight_decay=0.01, backbone_lr_mult=1.0, schedule="cosine",
+             warmup_steps=3)
   tx = optimizers.make_optimizer(cfg, optimizers.param_labels(params, "all"))
   sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, 3, 12)
   if name == "sgd":

@@ -20,8 +20,9 @@ SIZE = 16
 
 
 def _check_batches(ds, split_train, split_test, classes, num_test):
-  train = list(itertools.islice(ds.train_batches(split_train, global_batch=4, seed=0, classes=classes,
-                                                 process_index=0, process_count=1), 2))
+  train = list(
+      itertools.islice(
+          ds.train_batches(split_train, global_batch=4, seed=0, classes=classes, process_index=0, process_count=1), 2))
   for b in train:
     assert b["image"].shape == (4, SIZE, SIZE, 3) and b["image"].dtype == np.float32
     assert -1.0 <= b["image"].min() and b["image"].max() <= 1.0
@@ -41,8 +42,8 @@ def _check_batches(ds, split_train, split_test, classes, num_test):
 def test_tfds_benchmarks_under_mock_data(name, extra, train, test):
   with tfds.testing.mock_data(num_examples=12):
     ds = registry.get_dataset({"name": name, "image_size": SIZE, **extra})
-    assert ds.num_classes == len(ds.class_names) == {"domainnet": 345, "caltech101": 102, "dtd": 47,
-                                                      "oxford_flowers102": 102}[name]
+    assert ds.num_classes == len(
+        ds.class_names) == {"domainnet": 345, "caltech101": 102, "dtd": 47, "oxford_flowers102": 102}[name]
     labels = ds.labels(train)
     seen = sorted(set(labels.tolist()))[:3]  # Classes that occur in the mock data.
     _check_batches(ds, train, test, seen, num_test=12)
@@ -74,9 +75,11 @@ def _fake_as_dataset(labels):
 
   def as_dataset(self, split, decoders=None, **kwargs):
     del split, kwargs
-    ds = tf.data.Dataset.from_tensor_slices({"image": encoded, "label": np.asarray(labels, np.int64),
-                                             "file_name": [f"{i}.jpg" for i in range(len(labels))]})
+    ds = tf.data.Dataset.from_tensor_slices({
+        "image": encoded, "label": np.asarray(labels, np.int64), "file_name": [f"{i}.jpg" for i in range(len(labels))]
+    })
     return ds.map(lambda ex: self.info.features.decode_example(ex, decoders=decoders))
+
   return as_dataset
 
 
@@ -148,8 +151,10 @@ def test_office_home_from_fake_zip(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
   _fake_office_home_zip(manual / office_home.ZIP_NAME, domain_folder="Real World")
-  ds = registry.get_dataset({"name": "office_home", "domain": "Real_World", "image_size": SIZE,
-                       "data_dir": str(tmp_path / "tfds"), "manual_dir": str(manual)})
+  ds = registry.get_dataset({
+      "name": "office_home", "domain": "Real_World", "image_size": SIZE, "data_dir": str(tmp_path / "tfds"),
+      "manual_dir": str(manual)
+  })
   assert ds.num_classes == 65 and ds.class_names == office_home.CLASSES
   assert ds.num_examples("train") == 65 * 3 and ds.num_examples("test") == 65  # 7:3 of 4 per class
   np.testing.assert_array_equal(np.bincount(ds.labels("test"), minlength=65), np.ones(65))
@@ -168,7 +173,8 @@ def test_office_home_missing_class_fails_clearly(tmp_path):
   manual.mkdir()
   _fake_office_home_zip(manual / office_home.ZIP_NAME, per_class=2, drop_class="Mop")
   with pytest.raises(ValueError, match=r"missing class folders \['Mop'\]"):
-    registry.get_dataset({"name": "office_home", "domain": "Art", "data_dir": str(tmp_path / "tfds"),
-                    "manual_dir": str(manual)}).builder()
+    registry.get_dataset(
+        {"name": "office_home", "domain": "Art", "data_dir": str(tmp_path / "tfds"),
+         "manual_dir": str(manual)}).builder()
   with pytest.raises(ValueError, match="Unknown Office-Home domain"):
     registry.get_dataset({"name": "office_home", "domain": "Sketch"})

@@ -19,14 +19,14 @@ LABELS = np.array([0, 1, 0, 1, 2, 3, 2, 3])
 
 # Fine-tuned model.        gamma_i  S-top right  U-top right
 FT_LOGITS = np.array([
-    [3.0, 1.0, 0.0, 0.0],   # s1  3.0   yes          -
-    [1.0, 2.0, 1.5, 0.0],   # s2  0.5   yes          -
-    [1.0, 5.0, 1.0, 0.0],   # s3  4.0   no           -
-    [0.0, 4.0, 0.5, 0.0],   # s4  3.5   yes          -
-    [2.0, 0.0, 1.0, 0.0],   # u1  1.0   -            yes
-    [2.5, 0.0, 0.0, 1.0],   # u2  1.5   -            yes
+    [3.0, 1.0, 0.0, 0.0],  # s1  3.0   yes          -
+    [1.0, 2.0, 1.5, 0.0],  # s2  0.5   yes          -
+    [1.0, 5.0, 1.0, 0.0],  # s3  4.0   no           -
+    [0.0, 4.0, 0.5, 0.0],  # s4  3.5   yes          -
+    [2.0, 0.0, 1.0, 0.0],  # u1  1.0   -            yes
+    [2.5, 0.0, 0.0, 1.0],  # u2  1.5   -            yes
     [1.0, 0.0, 0.0, 0.25],  # u3  0.75  -            no
-    [0.0, 1.0, 0.0, 2.0],   # u4 -1.0   -            yes
+    [0.0, 1.0, 0.0, 2.0],  # u4 -1.0   -            yes
 ])
 # At gamma = 0: S right s1 s2 s4 (75%), U right u4 (25%), all 4/8 (50%). Within S: s3 wrong (75%); within U:
 # u3 wrong (75%). Correct counts per gamma interval peak uniquely at 5/8 on (1.5, 3): gamma* lies there, with
@@ -35,14 +35,14 @@ FT_LOGITS = np.array([
 
 # Pre-trained model.
 PRE_LOGITS = np.array([
-    [1.0, 0.0, 0.0, 0.5],   # s1  0.5   yes
-    [0.0, 1.0, 1.2, 0.0],   # s2 -0.2   yes
-    [0.0, 1.0, 0.0, 0.0],   # s3  1.0   no
-    [1.1, 0.0, 0.0, 0.0],   # s4  1.1   no
-    [0.0, 0.0, 1.0, 0.0],   # u1 -1.0               yes
-    [0.0, 0.0, 1.5, 0.5],   # u2 -1.5               no
-    [0.3, 0.0, 0.9, 0.0],   # u3 -0.6               yes
-    [0.0, 2.0, 0.0, 1.2],   # u4  0.8               yes
+    [1.0, 0.0, 0.0, 0.5],  # s1  0.5   yes
+    [0.0, 1.0, 1.2, 0.0],  # s2 -0.2   yes
+    [0.0, 1.0, 0.0, 0.0],  # s3  1.0   no
+    [1.1, 0.0, 0.0, 0.0],  # s4  1.1   no
+    [0.0, 0.0, 1.0, 0.0],  # u1 -1.0               yes
+    [0.0, 0.0, 1.5, 0.5],  # u2 -1.5               no
+    [0.3, 0.0, 0.9, 0.0],  # u3 -0.6               yes
+    [0.0, 2.0, 0.0, 1.2],  # u4  0.8               yes
 ])
 # At gamma = 0: S right s1 (25%); U right u1, u3 (50%); all 3/8. Within S: s1, s2 right (50%); within U: u2 wrong
 # (75%). Path: (0, .75) -> (0, .5) -> (.25, .5) -> (.5, .5) -> (.5, .25) -> (.5, 0): AUSUC = 0.25. The best
@@ -54,8 +54,8 @@ ALG_LOGITS = np.array([[4.0, 1.0, 0.0, 0.0], [0.0, 3.0, 1.0, -1.0], [5.0, 2.0, -
 ALG_LABELS = np.array([0, 1, 0, 1])
 
 # NCM: the training features of class c lie along axis direction c (0: +x, 1: +y, 2: -x, 3: -y).
-NCM_FEATS = np.array([[2.0, 0.4], [1.0, -0.2], [0.4, 2.0], [-0.2, 1.0],
-                      [-2.0, 0.4], [-1.0, -0.2], [0.4, -2.0], [-0.2, -1.0]])
+NCM_FEATS = np.array([[2.0, 0.4], [1.0, -0.2], [0.4, 2.0], [-0.2, 1.0], [-2.0, 0.4], [-1.0, -0.2], [0.4, -2.0],
+                      [-0.2, -1.0]])
 NCM_LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3])
 # Pre-trained test features: nearest axes 0, 1, 1, 2 | 2, 3, 0, 1 -> s/y 50, u/y 50, y/y 50.
 PRE_FEATS = np.array([[1, .1], [.1, 1], [0, 1], [-1, .2], [-1, 0], [.2, -1], [1, 0], [0, 1]])
@@ -65,9 +65,12 @@ FT_FEATS = np.array([[1, 0], [0, 1], [1, .5], [.5, 1], [-1, .1], [.1, -1], [-1, 
 # PCV: two splits found gamma 2.0 and 2.4 (mean 2.2, inside (1.5, 3)); the third found none and is skipped.
 PCV = {"gammas": [2.0, 2.4, 9.0], "found": [True, True, False], "taus": [40.0, 50.0, 45.0]}
 
-HISTORY = {"finetune": {"step": [0, 10, 20], "head_norm_seen": [1.0, 1.5, 2.0],
-                        "head_norm_absent": [1.0, 0.9, 0.8], "absent_update_cos": [float("nan"), 0.8, 0.9],
-                        "loss": [1.4, 0.9, 0.5]}}
+HISTORY = {
+    "finetune": {
+        "step": [0, 10, 20], "head_norm_seen": [1.0, 1.5, 2.0], "head_norm_absent": [1.0, 0.9, 0.8],
+        "absent_update_cos": [float("nan"), 0.8, 0.9], "loss": [1.4, 0.9, 0.5]
+    }
+}
 
 
 def _split(num_classes=4):
@@ -81,8 +84,9 @@ def _inputs(extra_classes=0, extra_logit=0.0):
   ncm_pad = np.zeros((len(NCM_LABELS), 4))  # NCM runs on features only; its logits are never used.
   return dict(
       class_split=_split(4 + extra_classes),
-      test={"pretrained": p(PRE_LOGITS, PRE_FEATS, LABELS), "finetune": p(FT_LOGITS, FT_FEATS, LABELS)},
-      alg_train={"finetune": p(ALG_LOGITS, np.zeros((4, 2)), ALG_LABELS)},
+      test={"pretrained": p(PRE_LOGITS, PRE_FEATS, LABELS),
+            "finetune": p(FT_LOGITS, FT_FEATS,
+                          LABELS)}, alg_train={"finetune": p(ALG_LOGITS, np.zeros((4, 2)), ALG_LABELS)},
       ncm_train={"pretrained": p(ncm_pad, NCM_FEATS, NCM_LABELS), "finetune": p(ncm_pad, NCM_FEATS, NCM_LABELS)},
       pcv=PCV, history=HISTORY, config={"method": "finetune", "seed": 0, "lr": 1e-3})
 
@@ -232,16 +236,15 @@ def test_write_report_files(report, tmp_path):
   assert loaded["methods"]["finetune+gamma*"]["top1"]["acc_y/y"] == 62.5
   md = open(paths["markdown"]).read()
   for text in ("| FT + ALG |", "figures/seen_unseen.png", "figures/nn_vs_ncm.png", "figures/head_norms.png",
-               "does not hold", "Diagnostic only",
-               "mean p(U\\|x) on U samples", "policy **keep**", "0.4375"):
+               "does not hold", "Diagnostic only", "mean p(U\\|x) on U samples", "policy **keep**", "0.4375"):
     assert text in md, text
 
 
 def test_report_json_is_strict(report):
   assert json.loads(json.dumps(report, allow_nan=False)) == report
   # Non-finite numbers (an infinite gamma, a NaN cosine) become null rather than invalid JSON.
-  assert report_lib.to_jsonable({"g": [np.inf, -np.inf, np.float32(np.nan), np.float64(1.5)]}) == {
-      "g": [None, None, None, 1.5]}
+  assert report_lib.to_jsonable({"g": [np.inf, -np.inf, np.float32(np.nan),
+                                       np.float64(1.5)]}) == {"g": [None, None, None, 1.5]}
 
 
 def test_long_curves_are_thinned_for_the_figure_but_ausuc_uses_all_points():
@@ -264,9 +267,12 @@ def test_pcv_without_any_found_split_and_jax_values_in_history():
   import jax.numpy as jnp
   inputs = _inputs()
   inputs["pcv"] = {"gammas": [0.0, 0.0], "found": [False, False], "taus": [50.0, 50.0]}
-  inputs["history"] = {"finetune": {"step": [0, 1], "head_norm_seen": [jnp.float32(1.0), jnp.float32(2.0)],
-                                    "head_norm_absent": [1.0, 1.0], "absent_update_cos": [0.5, 0.5],
-                                    "loss": [1.0, 0.5]}}
+  inputs["history"] = {
+      "finetune": {
+          "step": [0, 1], "head_norm_seen": [jnp.float32(1.0), jnp.float32(2.0)], "head_norm_absent": [1.0, 1.0],
+          "absent_update_cos": [0.5, 0.5], "loss": [1.0, 0.5]
+      }
+  }
   rep = report_lib.build_report(**inputs)
   assert "finetune+PCV" not in rep["methods"] and rep["gammas"]["pcv"]["gamma"] is None
   assert rep["findings"][-1]["holds"] is None and "τ" in rep["findings"][-1]["evidence"]

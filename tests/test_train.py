@@ -86,8 +86,10 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, t
   reference = train.train_and_evaluate(_testing_config(data_dir, **overrides), str(tmp_path / "reference"))
 
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "ftcal_jax.main", f"--config={REPO}/configs/testing.py",
-         f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", "--config.pcv.enabled=False"]
+  cmd = [
+      sys.executable, "-m", "ftcal_jax.main", f"--config={REPO}/configs/testing.py", f"--workdir={workdir}",
+      f"--config.dataset.data_dir={data_dir}", "--config.pcv.enabled=False"
+  ]
   cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -180,10 +182,11 @@ def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
       images, labels = images[labels != 0], labels[labels != 0]
     return images, labels
 
-  registry.register_dataset("glyphs_without_0", lambda cfg: input_pipeline.ArrayDataset(
-      name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(str(c) for c in range(47)),
-      train_split="target_train", test_split="target_test"))
-  config = _testing_config(data_dir, **{"dataset.name": "glyphs_without_0", "class_split.kind": "explicit",
-                                        "class_split.seen": (0,)})
+  registry.register_dataset(
+      "glyphs_without_0", lambda cfg: input_pipeline.
+      ArrayDataset(name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(
+          str(c) for c in range(47)), train_split="target_train", test_split="target_test"))
+  config = _testing_config(
+      data_dir, **{"dataset.name": "glyphs_without_0", "class_split.kind": "explicit", "class_split.seen": (0,)})
   with pytest.raises(ValueError, match=r"finetune: split 'target_train' has no training examples of classes \[0\]"):
     train.train_and_evaluate(config, str(tmp_path))

@@ -18,9 +18,9 @@ ABSENT = np.array([False, False, False, True, True, True])
 
 
 def _opt(name="sgd", lr=0.05):
-  return ml_collections.ConfigDict(dict(
-      name=name, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4, backbone_lr_mult=0.1, warmup_steps=0,
-      schedule="cosine", grad_clip_norm=1.0))
+  return ml_collections.ConfigDict(
+      dict(name=name, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4, backbone_lr_mult=0.1, warmup_steps=0,
+           schedule="cosine", grad_clip_norm=1.0))
 
 
 def _batches(n, batch=16, seed=0):

@@ -33,14 +33,16 @@ def test_registry_names_and_unknown_name():
 
 
 # Published sizes with a 1000-class head (torchvision's vit_{b,l}_{16,32}, timm's vit_{tiny,small}_patch16_224).
-_KNOWN_SIZES = {"ViT-Ti/16": 5_717_416, "ViT-S/16": 22_050_664, "ViT-B/16": 86_567_656, "ViT-B/32": 88_224_232,
-                "ViT-L/16": 304_326_632, "ViT-L/32": 306_535_400}
+_KNOWN_SIZES = {
+    "ViT-Ti/16": 5_717_416, "ViT-S/16": 22_050_664, "ViT-B/16": 86_567_656, "ViT-B/32": 88_224_232,
+    "ViT-L/16": 304_326_632, "ViT-L/32": 306_535_400
+}
 
 
 def _analytic_size(cfg, res, classes):
   """Parameter count of a class-token ViT from its widths, counted by hand."""
   d, m, p = cfg["hidden_size"], cfg["mlp_dim"], cfg["patch_size"][0]
-  tokens = (res // p) ** 2 + 1
+  tokens = (res // p)**2 + 1
   block = 2 * 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d)  # 2 LayerNorms, q/k/v/out, MLP
   return (3 * p * p * d + d) + d + tokens * d + cfg["num_layers"] * block + 2 * d + (d * classes + classes)
 
@@ -152,8 +154,8 @@ def test_patch_embedding_is_the_strided_conv(res):
   params = _random_params(model)
   x = jnp.asarray(np.random.RandomState(4).randn(2, res, res, 3), jnp.float32)
   emb = params["embedding"]
-  conv = jax.lax.conv_general_dilated(x, emb["kernel"], (8, 8), "VALID",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + emb["bias"]
+  conv = jax.lax.conv_general_dilated(x, emb["kernel"],
+                                      (8, 8), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + emb["bias"]
   ours = _apply(model)({"params": params}, x, feature_blocks=(0,))["blocks"][0]
   pos = params["Transformer"]["posembed_input"]["pos_embedding"]
   np.testing.assert_allclose(ours[:, 1:], conv.reshape(2, 16, 16) + pos[:, 1:], atol=1e-5)
@@ -167,8 +169,8 @@ def test_self_attention_is_flax_multi_head_attention():
   x, cot = (jnp.asarray(rng.randn(2, 7, 12), jnp.float32) for _ in range(2))
   ours = vit.MultiHeadSelfAttention(num_heads=3)
   theirs = nn.MultiHeadDotProductAttention(num_heads=3, kernel_init=nn.initializers.xavier_uniform())
-  p_ours, p_theirs = (m.init(jax.random.key(0), x, **kw)["params"]
-                      for m, kw in ((ours, {"train": False}), (theirs, {"inputs_k": x})))
+  p_ours, p_theirs = (
+      m.init(jax.random.key(0), x, **kw)["params"] for m, kw in ((ours, {"train": False}), (theirs, {"inputs_k": x})))
   chex.assert_trees_all_equal(p_ours, p_theirs)
   # Non-zero biases and weights away from the initial values, so that every parameter matters.
   params = jax.tree.map(lambda a: a + 0.3 * jnp.asarray(rng.randn(*a.shape), jnp.float32), p_ours)
@@ -188,7 +190,7 @@ def test_attention_dropout_uses_rng_and_rate():
   assert not np.allclose(a, plain) and not np.allclose(a, b)
   # Without dropout, the custom VJP gives the plain formula's gradients.
   plain_fn = lambda q, k, v: jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2)) @ v
-  g1, g2 = (jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2))(q, q * 0.5, q + 1.0)
+  g1, g2 = (jax.grad(lambda q, k, v: jnp.sum(f(q, k, v)**2), argnums=(0, 1, 2))(q, q * 0.5, q + 1.0)
             for f in (attend, plain_fn))
   chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
@@ -199,10 +201,12 @@ def test_gelu_erf_and_position_embedding_gradients():
   from ftcal_jax.models import vit  # pylint: disable=g-import-not-at-top
   x = jnp.linspace(-8.0, 8.0, 4001)
   np.testing.assert_allclose(vit.gelu_erf(x), nn.gelu(x, approximate=False), atol=2e-6)
-  np.testing.assert_allclose(jax.vmap(jax.grad(vit.gelu_erf))(x),
-                             jax.vmap(jax.grad(lambda t: nn.gelu(t, approximate=False)))(x), atol=1e-6)
+  np.testing.assert_allclose(
+      jax.vmap(jax.grad(vit.gelu_erf))(x),
+      jax.vmap(jax.grad(lambda t: nn.gelu(t, approximate=False)))(x), atol=1e-6)
   rng = np.random.RandomState(0)
   xs, pe, cot = (jnp.asarray(rng.randn(*s), jnp.float32) for s in ((5, 3, 4), (1, 3, 4), (5, 3, 4)))
-  ours = jax.grad(lambda a, b: jnp.sum(vit._add_over_batch(a, b) * cot), argnums=(0, 1))(xs, pe)  # pylint: disable=protected-access
+  add_over_batch = vit._add_over_batch  # pylint: disable=protected-access
+  ours = jax.grad(lambda a, b: jnp.sum(add_over_batch(a, b) * cot), argnums=(0, 1))(xs, pe)
   np.testing.assert_allclose(ours[0], cot)
   np.testing.assert_allclose(ours[1], cot.sum(0, keepdims=True), rtol=1e-5, atol=1e-6)

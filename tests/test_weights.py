@@ -26,10 +26,17 @@ TAPS = tuple(range(LAYERS + 1))
 def _reference(image_size=RES, seed=0):
   torch.manual_seed(seed)
   config = transformers.ViTConfig(
-      hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=MLP,
-      image_size=image_size, patch_size=PATCH, num_labels=CLASSES, hidden_act="gelu",
+      hidden_size=D,
+      num_hidden_layers=LAYERS,
+      num_attention_heads=HEADS,
+      intermediate_size=MLP,
+      image_size=image_size,
+      patch_size=PATCH,
+      num_labels=CLASSES,
+      hidden_act="gelu",
       layer_norm_eps=1e-6,  # vit_jax's epsilon; HF's default is 1e-12
-      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+      hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0)
   model = transformers.ViTForImageClassification(config).eval()
   # HF initialises biases to 0 and LayerNorm scales to 1, which would hide swapped or dropped leaves.
   with torch.no_grad():
@@ -43,13 +50,15 @@ def _run_reference(model, images_nhwc):
     out = model(torch.from_numpy(images_nhwc.transpose(0, 3, 1, 2).copy()), output_hidden_states=True)
     pre_logits = model.vit(torch.from_numpy(images_nhwc.transpose(0, 3, 1, 2).copy())).last_hidden_state[:, 0]
   # hidden_states[0] is the embedding output (our tap 0), hidden_states[k] block k's output.
-  return {"logits": out.logits.numpy(), "pre_logits": pre_logits.numpy(),
-          "blocks": {k: out.hidden_states[k].numpy() for k in TAPS}}
+  return {
+      "logits": out.logits.numpy(), "pre_logits": pre_logits.numpy(),
+      "blocks": {k: out.hidden_states[k].numpy() for k in TAPS}
+  }
 
 
 def _flax(num_classes=CLASSES, **kw):
-  return get_model("ViT-testing", num_classes, **{**dict(hidden_size=D, num_heads=HEADS, num_layers=LAYERS,
-                                                         mlp_dim=MLP), **kw})
+  return get_model("ViT-testing", num_classes,
+                   **{**dict(hidden_size=D, num_heads=HEADS, num_layers=LAYERS, mlp_dim=MLP), **kw})
 
 
 def _init(model, res=RES):
@@ -132,11 +141,13 @@ def test_legacy_hf_names_and_vitmodel_prefix(ref):
 
 def _to_timm(sd):
   """HF ViT names -> timm VisionTransformer names, with q/k/v fused into one (3D, D) qkv as timm stores it."""
-  out = {"cls_token": sd["vit.embeddings.cls_token"], "pos_embed": sd["vit.embeddings.position_embeddings"],
-         "patch_embed.proj.weight": sd["vit.embeddings.patch_embeddings.projection.weight"],
-         "patch_embed.proj.bias": sd["vit.embeddings.patch_embeddings.projection.bias"],
-         "norm.weight": sd["vit.layernorm.weight"], "norm.bias": sd["vit.layernorm.bias"],
-         "head.weight": sd["classifier.weight"], "head.bias": sd["classifier.bias"]}
+  out = {
+      "cls_token": sd["vit.embeddings.cls_token"], "pos_embed": sd["vit.embeddings.position_embeddings"],
+      "patch_embed.proj.weight": sd["vit.embeddings.patch_embeddings.projection.weight"],
+      "patch_embed.proj.bias": sd["vit.embeddings.patch_embeddings.projection.bias"],
+      "norm.weight": sd["vit.layernorm.weight"], "norm.bias": sd["vit.layernorm.bias"],
+      "head.weight": sd["classifier.weight"], "head.bias": sd["classifier.bias"]
+  }
   for i in range(LAYERS):
     hf, tm = f"vit.layers.{i}.", f"blocks.{i}."
     for leaf in ("weight", "bias"):
@@ -180,9 +191,10 @@ def test_npz_round_trip(ref, tmp_path):
   weights.save_npz(params, path)
   with np.load(path, allow_pickle=False) as z:
     names = set(z.files)
-  assert {"Transformer/encoderblock_0/LayerNorm_0/scale", "Transformer/posembed_input/pos_embedding",
-          "Transformer/encoderblock_2/MultiHeadDotProductAttention_1/query/kernel", "embedding/kernel", "cls",
-          "head/bias"} <= names
+  assert {
+      "Transformer/encoderblock_0/LayerNorm_0/scale", "Transformer/posembed_input/pos_embedding",
+      "Transformer/encoderblock_2/MultiHeadDotProductAttention_1/query/kernel", "embedding/kernel", "cls", "head/bias"
+  } <= names
   loaded = weights.load_npz(path)
   jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, params))
   restored = weights.restore_into(init, loaded)
@@ -251,8 +263,9 @@ def test_head_class_list_keep_and_new(ref):
   fresh = weights.restore_into(init3, loaded, head="new")
   np.testing.assert_array_equal(fresh["head"]["kernel"], init3["head"]["kernel"])
   np.testing.assert_array_equal(fresh["embedding"]["kernel"], params["embedding"]["kernel"])
-  with pytest.raises(ValueError, match=r"shape mismatch at 'head/kernel': model shape \(48, 3\) vs checkpoint "
-                                       r"shape \(48, 7\).*head='new' or a class list"):
+  with pytest.raises(
+      ValueError, match=r"shape mismatch at 'head/kernel': model shape \(48, 3\) vs checkpoint "
+      r"shape \(48, 7\).*head='new' or a class list"):
     weights.restore_into(init3, loaded, head="keep")
   with pytest.raises(ValueError, match=r"in \[0, 7\)"):
     weights.restore_into(init3, loaded, head=[0, 1, 7])
@@ -275,8 +288,9 @@ def test_error_messages_name_key_and_shapes(ref):
     weights.restore_into(init, weights.unflatten(extra))
 
   narrow = _init(_flax(mlp_dim=64))
-  with pytest.raises(ValueError, match=r"shape mismatch at 'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel': "
-                                       r"model shape \(48, 64\) vs checkpoint shape \(48, 96\)"):
+  with pytest.raises(
+      ValueError, match=r"shape mismatch at 'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel': "
+      r"model shape \(48, 64\) vs checkpoint shape \(48, 96\)"):
     weights.restore_into(narrow, weights.unflatten(loaded))
 
   with pytest.raises(ValueError, match="pass variables\\['params'\\]"):

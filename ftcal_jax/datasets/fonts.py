@@ -26,33 +26,51 @@ from ftcal_jax.datasets import glyph_render
 CLASSES = tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")
 
 PRINTED_PACKAGES = (
-    "roboto", "roboto-slab", "roboto-condensed", "roboto-mono", "open-sans",
-    "lato", "merriweather", "merriweather-sans", "noto-sans", "noto-serif",
-    "pt-sans", "pt-serif", "source-sans-3", "source-serif-4",
-    "source-code-pro", "ibm-plex-sans", "ibm-plex-serif", "ibm-plex-mono",
-    "libre-baskerville", "libre-franklin",
+    "roboto",
+    "roboto-slab",
+    "roboto-condensed",
+    "roboto-mono",
+    "open-sans",
+    "lato",
+    "merriweather",
+    "merriweather-sans",
+    "noto-sans",
+    "noto-serif",
+    "pt-sans",
+    "pt-serif",
+    "source-sans-3",
+    "source-serif-4",
+    "source-code-pro",
+    "ibm-plex-sans",
+    "ibm-plex-serif",
+    "ibm-plex-mono",
+    "libre-baskerville",
+    "libre-franklin",
 )
 HANDWRITING_PACKAGES = (
-    "caveat", "dancing-script", "delius", "great-vibes", "indie-flower",
-    "kalam", "permanent-marker", "satisfy", "shadows-into-light",
-    "yellowtail", "zeyada",
+    "caveat",
+    "dancing-script",
+    "delius",
+    "great-vibes",
+    "indie-flower",
+    "kalam",
+    "permanent-marker",
+    "satisfy",
+    "shadows-into-light",
+    "yellowtail",
+    "zeyada",
 )
 # matplotlib's text faces, as families. Left out on purpose: the STIX size and
 # NonUni files and DejaVu Display (no Latin glyphs), cmex10/cmsy10/cmmi10 (their
 # ASCII code points hold math symbols or old-style digits) and LastResort
 # (one placeholder box for every character).
 MATPLOTLIB_FAMILIES = {
-    "dejavu-sans": ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf",
-                    "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"),
-    "dejavu-sans-mono": ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
-                         "DejaVuSansMono-Oblique.ttf",
+    "dejavu-sans": ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"),
+    "dejavu-sans-mono": ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
                          "DejaVuSansMono-BoldOblique.ttf"),
-    "dejavu-serif": ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
-                     "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"),
-    "stix": ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf",
-             "STIXGeneralBolIta.ttf"),
-    "computer-modern": ("cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmti10.ttf",
-                        "cmtt10.ttf"),
+    "dejavu-serif": ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"),
+    "stix": ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf"),
+    "computer-modern": ("cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmti10.ttf", "cmtt10.ttf"),
 }
 # The 18 built-in Hershey fonts that draw all 47 classes, grouped into families
 # of near-identical designs so that font-disjoint splits keep a design apart.
@@ -93,18 +111,16 @@ def package_font_files(package: str) -> list[pathlib.Path]:
   try:
     module = importlib.import_module(module_name)
   except ImportError as e:
-    raise MissingFontError(
-        f"Font package {_pip_name(package)!r} is not installed (no module "
-        f"{module_name!r}). Install it with `pip install "
-        f"{_pip_name(package)}`; ftcal_jax's setup.py lists every font "
-        "package the Glyphs benchmark needs.") from e
+    raise MissingFontError(f"Font package {_pip_name(package)!r} is not installed (no module "
+                           f"{module_name!r}). Install it with `pip install "
+                           f"{_pip_name(package)}`; ftcal_jax's setup.py lists every font "
+                           "package the Glyphs benchmark needs.") from e
   root = pathlib.Path(getattr(module, "ROOT", pathlib.Path(module.__file__).parent))
   files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".ttf", ".otf"))
   if not files:
-    raise MissingFontError(
-        f"{_pip_name(package)!r} is installed at {root} but ships no .ttf/.otf "
-        f"file; reinstall it with `pip install --force-reinstall "
-        f"{_pip_name(package)}`.")
+    raise MissingFontError(f"{_pip_name(package)!r} is installed at {root} but ships no .ttf/.otf "
+                           f"file; reinstall it with `pip install --force-reinstall "
+                           f"{_pip_name(package)}`.")
   return files
 
 
@@ -138,8 +154,7 @@ def covers_classes(path: pathlib.Path, classes=CLASSES) -> bool:
   return all(ord(c) in cmap for c in classes)
 
 
-def truetype_faces(path: pathlib.Path, family: str,
-                   origin: str) -> list[glyph_render.Face]:
+def truetype_faces(path: pathlib.Path, family: str, origin: str) -> list[glyph_render.Face]:
   """Faces of one font file: one if static, several if variable.
 
   Static files lighter than `MIN_STATIC_WEIGHT` give none. Variable files give
@@ -169,13 +184,11 @@ def truetype_faces(path: pathlib.Path, family: str,
   faces = []
   for s in settings:
     tag = ",".join(f"{k}={v:g}" for k, v in s)
-    faces.append(glyph_render.Face(f"{stem}@{tag}" if tag else stem, family,
-                                   origin, str(path), s))
+    faces.append(glyph_render.Face(f"{stem}@{tag}" if tag else stem, family, origin, str(path), s))
   return faces
 
 
-def looks_like_small_caps(upper: np.ndarray, lower: np.ndarray,
-                          threshold: float = 0.9) -> bool:
+def looks_like_small_caps(upper: np.ndarray, lower: np.ndarray, threshold: float = 0.9) -> bool:
   """Whether a lower-case mask is a shrunken copy of the upper-case one.
 
   Both masks are scaled to the same 24x24 box and compared by correlation; a
@@ -186,10 +199,12 @@ def looks_like_small_caps(upper: np.ndarray, lower: np.ndarray,
     lower: uint8 (H', W') ink mask of the lower case, e.g. "a".
     threshold: correlation above which the two count as the same shape.
   """
+
   def norm(m):
     v = np.asarray(Image.fromarray(m).resize((24, 24), Image.BILINEAR), np.float64)
     v = v - v.mean()
     return v / (np.linalg.norm(v) + 1e-9)
+
   return float(np.sum(norm(upper) * norm(lower))) > threshold
 
 
@@ -197,8 +212,7 @@ def check_face(face: glyph_render.Face, classes=CLASSES) -> str | None:
   """Why `face` is unusable (a sentence), or None if it passes the checks."""
   if face.path is not None and not covers_classes(pathlib.Path(face.path), classes):
     return "its cmap lacks some of the 47 classes"
-  if face.hershey_name is not None and not all(
-      glyph_render.hershey_has(face.hershey_name, c) for c in classes):
+  if face.hershey_name is not None and not all(glyph_render.hershey_has(face.hershey_name, c) for c in classes):
     return "it lacks strokes for some of the 47 classes"
   try:
     masks = {c: glyph_render.master_glyph(face, c) for c in classes}
@@ -208,8 +222,7 @@ def check_face(face: glyph_render.Face, classes=CLASSES) -> str | None:
   if len(keys) < len(classes):
     return "some classes render to identical images (placeholder glyphs)"
   pairs = [("A", "a"), ("B", "b"), ("E", "e"), ("R", "r")]
-  if all(looks_like_small_caps(masks[u], masks[l]) for u, l in pairs
-         if u in masks and l in masks):
+  if all(looks_like_small_caps(masks[u], masks[l]) for u, l in pairs if u in masks and l in masks):
     return "its lower case is small capitals"
   return None
 
@@ -225,9 +238,7 @@ def _keep_usable(faces, classes, dropped):
   return kept
 
 
-def printed_faces(packages=PRINTED_PACKAGES,
-                  matplotlib_families=tuple(MATPLOTLIB_FAMILIES),
-                  classes=CLASSES,
+def printed_faces(packages=PRINTED_PACKAGES, matplotlib_families=tuple(MATPLOTLIB_FAMILIES), classes=CLASSES,
                   dropped: dict | None = None) -> list[glyph_render.Face]:
   """Usable printed faces of the given packages and matplotlib families.
 
@@ -265,14 +276,11 @@ def hershey_faces(names) -> list[glyph_render.Face]:
       raise MissingFontError(f"hershey-fonts has no built-in font {name!r}; "
                              f"it has {sorted(available)}.")
     family = family_of.get(name, f"hershey-{name}")
-    faces.append(glyph_render.Face(f"{family}/{name}", family, "hershey",
-                                   hershey_name=name))
+    faces.append(glyph_render.Face(f"{family}/{name}", family, "hershey", hershey_name=name))
   return faces
 
 
-def handwriting_faces(packages=HANDWRITING_PACKAGES,
-                      hershey_names=HERSHEY_NAMES,
-                      classes=CLASSES,
+def handwriting_faces(packages=HANDWRITING_PACKAGES, hershey_names=HERSHEY_NAMES, classes=CLASSES,
                       dropped: dict | None = None) -> list[glyph_render.Face]:
   """Usable handwriting faces: `fontpkg-*` handwriting wheels plus Hershey fonts.
 

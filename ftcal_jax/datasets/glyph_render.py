@@ -80,8 +80,7 @@ def _truetype(path: str, axes: tuple[tuple[str, float], ...]):
     # Pillow wants every axis, in the font's (fvar) order.
     values = dict(axes)
     defaults = [a["default"] for a in font.get_variation_axes()]
-    font.set_variation_by_axes(
-        [values.get(tag, d) for tag, d in zip(_axis_tags(path), defaults)])
+    font.set_variation_by_axes([values.get(tag, d) for tag, d in zip(_axis_tags(path), defaults)])
   return font
 
 
@@ -117,8 +116,7 @@ def _master_truetype(face: Face, char: str) -> Image.Image:
 def _master_hershey(face: Face, char: str) -> Image.Image:
   glyph = _hershey_glyphs(face.hershey_name).get(char)
   if glyph is None or not glyph.strokes:
-    raise ValueError(
-        f"Hershey font {face.hershey_name!r} has no glyph for {char!r}.")
+    raise ValueError(f"Hershey font {face.hershey_name!r} has no glyph for {char!r}.")
   (xmin, ymin), (xmax, ymax) = glyph.draw_box
   s, pad = _HERSHEY_PX_PER_UNIT, 6
   size = (int((xmax - xmin) * s) + 2 * pad, int((ymax - ymin) * s) + 2 * pad)
@@ -156,8 +154,7 @@ def sketch(image: np.ndarray) -> np.ndarray:
   return (dil - ero).astype(np.uint8)
 
 
-def augment(master: np.ndarray, rng: np.random.Generator,
-            aug: Augmentation = Augmentation()) -> np.ndarray:
+def augment(master: np.ndarray, rng: np.random.Generator, aug: Augmentation = Augmentation()) -> np.ndarray:
   """Thickens, rotates, scales and places a master mask on a 32x32 canvas.
 
   Args:
@@ -178,8 +175,7 @@ def augment(master: np.ndarray, rng: np.random.Generator,
   img = Image.fromarray(master)
   if thicken > 1:
     pad = thicken // 2
-    img = Image.fromarray(np.pad(master, pad)).filter(
-        ImageFilter.MaxFilter(thicken))
+    img = Image.fromarray(np.pad(master, pad)).filter(ImageFilter.MaxFilter(thicken))
   img = _ink_crop(img.rotate(angle, resample=Image.BICUBIC, expand=True))
   w, h = img.size
   longest = max(1, round(scale * IMAGE_SIZE))

@@ -99,10 +99,9 @@ def split_families(faces, test_fraction: float, seed: int):
   train = [f for f in faces if f.family not in test_families]
   test = [f for f in faces if f.family in test_families]
   if not train or not test:
-    raise ValueError(
-        f"Cannot split {len(faces)} faces by family into train and test: the "
-        f"faces come from {sum(len(v) for v in by_origin.values())} families. "
-        "Give the config at least two font families per domain.")
+    raise ValueError(f"Cannot split {len(faces)} faces by family into train and test: the "
+                     f"faces come from {sum(len(v) for v in by_origin.values())} families. "
+                     "Give the config at least two font families per domain.")
   return train, test
 
 
@@ -120,8 +119,8 @@ def render_face(face, style, count, seed):
 
 
 def _examples(faces, rendered):
-  return [(f"{f.face_id}|{label:02d}|{i:03d}", png, label, f.face_id)
-          for f in faces for label, i, png in rendered[f.face_id]]
+  return [(f"{f.face_id}|{label:02d}|{i:03d}", png, label, f.face_id) for f in faces
+          for label, i, png in rendered[f.face_id]]
 
 
 def _check_classes(split_name, examples):
@@ -139,14 +138,10 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
       GlyphsConfig(
-          name="default",
-          description="All fonts (160 printed, 30 handwriting faces, 44,180 "
+          name="default", description="All fonts (160 printed, 30 handwriting faces, 44,180 "
           "images); target split at random per class."),
-      GlyphsConfig(
-          name="font_disjoint",
-          description="All fonts; target test font families are disjoint "
-          "from target train font families.",
-          target_split="font"),
+      GlyphsConfig(name="font_disjoint", description="All fonts; target test font families are disjoint "
+                   "from target train font families.", target_split="font"),
       small_config(),
   ]
   DEFAULT_CONFIG_NAME = "default"
@@ -154,9 +149,8 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(glyph_render.IMAGE_SIZE, glyph_render.IMAGE_SIZE, 1),
-                encoding_format="png"),
+            "image": tfds.features.Image(shape=(glyph_render.IMAGE_SIZE, glyph_render.IMAGE_SIZE, 1),
+                                         encoding_format="png"),
             "label": tfds.features.ClassLabel(names=list(fonts.CLASSES)),
             "font": tfds.features.Text(),
         }),
@@ -176,20 +170,16 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
       if not 0 < getattr(cfg, name) < 1:
         raise ValueError(f"{name} must lie in (0, 1), got {getattr(cfg, name)}.")
     printed = fonts.printed_faces(cfg.printed_packages, cfg.matplotlib_families)
-    handwriting = fonts.handwriting_faces(cfg.handwriting_packages,
-                                          cfg.hershey_names)
+    handwriting = fonts.handwriting_faces(cfg.handwriting_packages, cfg.hershey_names)
     src_train, src_test = split_families(printed, cfg.source_test_fraction, cfg.seed)
-    src = {f.face_id: render_face(f, "filled", cfg.source_per_face_class, cfg.seed)
-           for f in printed}
-    tgt = {f.face_id: render_face(f, "outline", cfg.target_per_face_class, cfg.seed)
-           for f in handwriting}
+    src = {f.face_id: render_face(f, "filled", cfg.source_per_face_class, cfg.seed) for f in printed}
+    tgt = {f.face_id: render_face(f, "outline", cfg.target_per_face_class, cfg.seed) for f in handwriting}
     splits = {
         "source_train": _examples(src_train, src),
         "source_test": _examples(src_test, src),
     }
     if cfg.target_split == "font":
-      tgt_train, tgt_test = split_families(handwriting, cfg.target_test_fraction,
-                                           cfg.seed + 1)
+      tgt_train, tgt_test = split_families(handwriting, cfg.target_test_fraction, cfg.seed + 1)
       splits["target_train"] = _examples(tgt_train, tgt)
       splits["target_test"] = _examples(tgt_test, tgt)
     else:
@@ -209,8 +199,7 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
     for label in sorted(by_class):
       items = by_class[label]
       order = rng.permutation(len(items))
-      n_test = int(np.clip(round(cfg.target_test_fraction * len(items)), 1,
-                           max(1, len(items) - 1)))
+      n_test = int(np.clip(round(cfg.target_test_fraction * len(items)), 1, max(1, len(items) - 1)))
       test += [items[j] for j in order[:n_test]]
       train += [items[j] for j in order[n_test:]]
     return {"target_train": train, "target_test": test}
@@ -220,8 +209,7 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
       yield key, {"image": png, "label": label, "font": font}
 
 
-def load_glyphs_arrays(split: str, config: "str | GlyphsConfig" = "default",
-                       data_dir: str | None = None):
+def load_glyphs_arrays(split: str, config: "str | GlyphsConfig" = "default", data_dir: str | None = None):
   """Loads one Glyphs split fully into memory, building it first if needed.
 
   A fresh build is written as array_record, read back through

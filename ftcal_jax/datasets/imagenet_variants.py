@@ -88,7 +88,9 @@ def class_mask(name: str, head_classes: str) -> np.ndarray:
 def provenance(name: str, head_classes: str) -> Dict[str, object]:
   """What the run's output records about the label space."""
   n = int(class_mask(name, head_classes).sum())
-  return {"label_space": "imagenet1k_head", "head_classes": head_classes, "num_scored_classes": n,
-          "num_present_classes": int(present_classes(name).shape[0]),
-          "note": ("extra head classes masked out of every argmax" if head_classes == "mask" and n < 1000 else
-                   "all 1000 head classes kept in the argmax (official code)")}
+  return {
+      "label_space": "imagenet1k_head", "head_classes": head_classes, "num_scored_classes": n,
+      "num_present_classes": int(present_classes(name).shape[0]),
+      "note": ("extra head classes masked out of every argmax"
+               if head_classes == "mask" and n < 1000 else "all 1000 head classes kept in the argmax (official code)")
+  }

@@ -21,7 +21,8 @@ ZIP_NAME = "OfficeHomeDataset_10072016.zip"
 # Builder config name -> the domain's folder in the zip.
 DOMAINS = {"Art": "Art", "Clipart": "Clipart", "Product": "Product", "Real_World": "Real World"}
 # The 65 class folders, in sorted order (the order of torchvision's ImageFolder, which the official code uses).
-CLASSES = tuple(sorted("""
+CLASSES = tuple(
+    sorted("""
 Alarm_Clock Backpack Batteries Bed Bike Bottle Bucket Calculator Calendar Candles Chair Clipboards Computer
 Couch Curtains Desk_Lamp Drill Eraser Exit_Sign Fan File_Cabinet Flipflops Flowers Folder Fork Glasses Hammer
 Helmet Kettle Keyboard Knives Lamp_Shade Laptop Marker Monitor Mop Mouse Mug Notebook Oven Pan Paper_Clip Pen
@@ -68,8 +69,9 @@ class OfficeHome(tfds.core.GeneratorBasedBuilder):
       "in the manual directory, e.g. ~/tensorflow_datasets/downloads/manual/ or "
       "DownloadConfig(manual_dir=...).")
   BUILDER_CONFIGS = [
-      OfficeHomeConfig(name=name, folder=folder,
-                       description=f"The {folder} domain; test = {TEST_FRACTION:.0%} of each class (seed {SPLIT_SEED}).")
+      OfficeHomeConfig(
+          name=name, folder=folder,
+          description=f"The {folder} domain; test = {TEST_FRACTION:.0%} of each class (seed {SPLIT_SEED}).")
       for name, folder in DOMAINS.items()
   ]
 

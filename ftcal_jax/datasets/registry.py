@@ -14,35 +14,36 @@ def _glyphs(cfg: Any) -> ArrayDataset:
   builder_config = config_get(cfg, "config", "default")
   data_dir = config_get(cfg, "data_dir", None)
   load = lambda split: glyphs.load_glyphs_arrays(split, config=builder_config, data_dir=data_dir)
-  return ArrayDataset(
-      name="glyphs", load_split=load, num_classes=len(fonts.CLASSES), class_names=tuple(fonts.CLASSES),
-      train_split=config_get(cfg, "train_split", "target_train"),
-      test_split=config_get(cfg, "test_split", "target_test"),
-      augment=config_get(cfg, "augment", GLYPHS_AUGMENT),
-      holdout_fraction=config_get(cfg, "holdout_fraction", 0.2),
-      holdout_seed=config_get(cfg, "holdout_seed", 0))
+  return ArrayDataset(name="glyphs", load_split=load, num_classes=len(fonts.CLASSES), class_names=tuple(fonts.CLASSES),
+                      train_split=config_get(cfg, "train_split",
+                                             "target_train"), test_split=config_get(cfg, "test_split", "target_test"),
+                      augment=config_get(cfg, "augment",
+                                         GLYPHS_AUGMENT), holdout_fraction=config_get(cfg, "holdout_fraction", 0.2),
+                      holdout_seed=config_get(cfg, "holdout_seed", 0))
 
 
 def _imagenet_variant(name: str, carve: Mapping[str, Any]) -> Callable[[Any], "TfdsDataset"]:
+
   def make(cfg):
     from ftcal_jax.datasets import imagenet_variants as iv  # pylint: disable=g-import-not-at-top
     head_classes = config_get(cfg, "head_classes", "mask")
-    return TfdsDataset(
-        name=name, builder_name=name, train_split="train", test_split="test", carve=carve,
-        class_mask=iv.class_mask(name, head_classes), present_classes=iv.present_classes(name),
-        extra_provenance=iv.provenance(name, head_classes), **tfds_fields(cfg, IMAGENET_AUGMENT))
+    return TfdsDataset(name=name, builder_name=name, train_split="train", test_split="test", carve=carve,
+                       class_mask=iv.class_mask(name, head_classes), present_classes=iv.present_classes(name),
+                       extra_provenance=iv.provenance(name, head_classes), **tfds_fields(cfg, IMAGENET_AUGMENT))
+
   return make
 
 
-def _tfds_plain(builder_name: str, train: str = "train", test: str = "test",
-                domain_default: Optional[str] = None, augment: Any = None) -> Callable[[Any], "TfdsDataset"]:
+def _tfds_plain(builder_name: str, train: str = "train", test: str = "test", domain_default: Optional[str] = None,
+                augment: Any = None) -> Callable[[Any], "TfdsDataset"]:
+
   def make(cfg):
     full = builder_name
     if domain_default is not None:
       full = f"{builder_name}/{config_get(cfg, 'domain', domain_default)}"
     return TfdsDataset(name=builder_name, builder_name=full, train_split=config_get(cfg, "train_split", train),
-                       test_split=config_get(cfg, "test_split", test),
-                       **tfds_fields(cfg, augment or IMAGENET_AUGMENT))
+                       test_split=config_get(cfg, "test_split", test), **tfds_fields(cfg, augment or IMAGENET_AUGMENT))
+
   return make
 
 
@@ -51,8 +52,8 @@ def _office_home(cfg: Any) -> "TfdsDataset":
   domain = config_get(cfg, "domain", "Art")
   if domain not in office_home.DOMAINS:
     raise ValueError(f"Unknown Office-Home domain {domain!r}; valid: {', '.join(office_home.DOMAINS)}.")
-  return TfdsDataset(name="office_home", builder_name=f"office_home/{domain}", train_split="train",
-                     test_split="test", prepare=True, **tfds_fields(cfg, OFFICE_HOME_AUGMENT))
+  return TfdsDataset(name="office_home", builder_name=f"office_home/{domain}", train_split="train", test_split="test",
+                     prepare=True, **tfds_fields(cfg, OFFICE_HOME_AUGMENT))
 
 
 _REGISTRY: Dict[str, Callable[[Any], Any]] = {

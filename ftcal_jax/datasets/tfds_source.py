@@ -9,12 +9,12 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ftcal_jax.input_pipeline import (Batch, HOLDOUT_PARTS, class_indices, config_get,
-                                      host_batch_size, num_eval_batches, resolve_hosts, split_holdout)
+from ftcal_jax.input_pipeline import (Batch, HOLDOUT_PARTS, class_indices, config_get, host_batch_size,
+                                      num_eval_batches, resolve_hosts, split_holdout)
 
 # ImageNet-style recipe (paper.md, Office-Home): RandomResizedCrop(scale 0.7-1), flip, colour jitter 0.3, grayscale.
-OFFICE_HOME_AUGMENT = dict(crop_scale=(0.7, 1.0), flip=True, brightness=0.3, contrast=0.3, saturation=0.3,
-                           hue=0.0, grayscale_prob=0.1)
+OFFICE_HOME_AUGMENT = dict(crop_scale=(0.7, 1.0), flip=True, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0,
+                           grayscale_prob=0.1)
 # ImageNet-R/-Sketch and VTAB: the same recipe (the official code uses one transform for all).
 IMAGENET_AUGMENT = OFFICE_HOME_AUGMENT
 
@@ -23,10 +23,11 @@ def tfds_fields(cfg: Any, augment_default: Any) -> Dict[str, Any]:
   """The TfdsDataset fields that every TFDS-backed dataset reads from its config."""
   return dict(image_size=int(config_get(cfg, "image_size", 224)), data_dir=config_get(cfg, "data_dir", None),
               manual_dir=config_get(cfg, "manual_dir", None), augment=config_get(cfg, "augment", augment_default),
-              holdout_fraction=config_get(cfg, "holdout_fraction", 0.2),
-              holdout_seed=config_get(cfg, "holdout_seed", 0), split_seed=config_get(cfg, "split_seed", 0),
-              eval_crop_fraction=config_get(cfg, "eval_crop_fraction", 0.875),
-              shuffle_buffer=config_get(cfg, "shuffle_buffer", 10_000))
+              holdout_fraction=config_get(cfg, "holdout_fraction",
+                                          0.2), holdout_seed=config_get(cfg, "holdout_seed",
+                                                                        0), split_seed=config_get(cfg, "split_seed", 0),
+              eval_crop_fraction=config_get(cfg, "eval_crop_fraction",
+                                            0.875), shuffle_buffer=config_get(cfg, "shuffle_buffer", 10_000))
 
 
 @dataclasses.dataclass
@@ -149,8 +150,9 @@ class TfdsDataset:
     augment = self.augment if augment == "default" else augment
     tfds_split, idx = self._resolve(split or self.train_split)
     if idx is None:
-      ds = self._records(tfds.even_splits(tfds_split, n=pc, drop_remainder=False)[pi], shuffle_files=True,
-                         read_config=tfds.ReadConfig(shuffle_seed=seed))
+      ds = self._records(
+          tfds.even_splits(tfds_split, n=pc, drop_remainder=False)[pi], shuffle_files=True,
+          read_config=tfds.ReadConfig(shuffle_seed=seed))
     else:
       own = np.zeros((self.labels(tfds_split).shape[0],), bool)
       own[idx[pi::pc]] = True  # Host p takes every pc-th selected example.
@@ -173,9 +175,8 @@ class TfdsDataset:
     for batch in ds.as_numpy_iterator():
       yield {"image": batch["image"], "label": batch["label"]}
 
-  def eval_batches(self, split: Optional[str] = None, *, global_batch: int,
-                   classes: Optional[Sequence[int]] = None, process_index: Optional[int] = None,
-                   process_count: Optional[int] = None) -> Iterator[Batch]:
+  def eval_batches(self, split: Optional[str] = None, *, global_batch: int, classes: Optional[Sequence[int]] = None,
+                   process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[Batch]:
     """Deterministic host-local eval batches of `split` (default test_split), padded and masked."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     pi, pc = resolve_hosts(process_index, process_count)
@@ -194,22 +195,26 @@ class TfdsDataset:
 
     def prep(ex):
       image = tf.io.decode_image(ex["image"], channels=3, expand_animations=False)
-      return {"image": _tf_center_crop(image, size, crop), "label": tf.cast(ex["label"], tf.int32),
-              "mask": tf.constant(True)}
+      return {
+          "image": _tf_center_crop(image, size, crop), "label": tf.cast(ex["label"], tf.int32),
+          "mask": tf.constant(True)
+      }
 
     ds = self._records(tfds_split).enumerate().filter(lambda i, ex: own[i]).map(lambda i, ex: ex)
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-    blank = {"image": tf.zeros((size, size, 3), tf.float32), "label": tf.constant(0, tf.int32),
-             "mask": tf.constant(False)}
+    blank = {
+        "image": tf.zeros((size, size, 3), tf.float32), "label": tf.constant(0, tf.int32), "mask": tf.constant(False)
+    }
     ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
     for batch in ds.batch(b_host).prefetch(2).as_numpy_iterator():
       yield batch
 
   def provenance(self) -> Dict[str, Any]:
-    out = {"name": self.name, "builder": self.builder_name, "train_split": self.train_split,
-           "test_split": self.test_split, "image_size": self.image_size, "carve": dict(self.carve or {}),
-           "split_seed": self.split_seed, "holdout_fraction": self.holdout_fraction,
-           "holdout_seed": self.holdout_seed}
+    out = {
+        "name": self.name, "builder": self.builder_name, "train_split": self.train_split, "test_split": self.test_split,
+        "image_size": self.image_size, "carve": dict(self.carve or {}), "split_seed": self.split_seed,
+        "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed
+    }
     out.update(self.extra_provenance)
     return out
 
@@ -234,9 +239,9 @@ def _tf_augment(image, seed, cfg: Any, size: int):
   scale = config_get(cfg, "crop_scale", None)
   if scale is not None:
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
-        min_object_covered=0.0, aspect_ratio_range=tuple(config_get(cfg, "crop_ratio", (3 / 4, 4 / 3))),
-        area_range=tuple(scale), max_attempts=10, use_image_if_no_bounding_boxes=True)
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0], min_object_covered=0.0,
+        aspect_ratio_range=tuple(config_get(cfg, "crop_ratio", (3 / 4, 4 / 3))), area_range=tuple(scale),
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, crop_size)
   x = tf.image.resize(image, (size, size), method="bilinear") / 255.0
   if config_get(cfg, "flip", False):

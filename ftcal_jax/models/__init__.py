@@ -16,8 +16,7 @@ _PATCHES = (16, 32)
 MODEL_CONFIGS: Dict[str, Dict[str, Any]] = {}
 for _v, (_d, _l, _h, _m) in _WIDTHS.items():
   for _p in _PATCHES:
-    MODEL_CONFIGS[f"ViT-{_v}/{_p}"] = dict(patch_size=(_p, _p), hidden_size=_d, num_layers=_l, num_heads=_h,
-                                           mlp_dim=_m)
+    MODEL_CONFIGS[f"ViT-{_v}/{_p}"] = dict(patch_size=(_p, _p), hidden_size=_d, num_layers=_l, num_heads=_h, mlp_dim=_m)
 # The offline Glyphs benchmark (32x32 inputs): 312k parameters at patch 8 (17 tokens).
 MODEL_CONFIGS["ViT-glyphs/8"] = dict(patch_size=(8, 8), hidden_size=96, num_layers=4, num_heads=3, mlp_dim=192)
 MODEL_CONFIGS["ViT-glyphs/4"] = dict(patch_size=(4, 4), hidden_size=96, num_layers=4, num_heads=3, mlp_dim=192)

@@ -162,8 +162,8 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     d = x.shape[-1]
-    dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-                               bias_init=nn.initializers.normal(stddev=1e-6))
+    dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.
+                               initializers.normal(stddev=1e-6))
     x = dense(self.mlp_dim)(x)
     # Exact (erf) GELU, as in vit_jax and PyTorch's nn.GELU default: parity needs the same function.
     x = gelu_erf(x)
@@ -242,8 +242,7 @@ class Encoder(nn.Module):
       taps[0] = x
     for i in range(self.num_layers):
       x = Encoder1DBlock(self.mlp_dim, self.num_heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
-                         attention_dropout_rate=self.attention_dropout_rate,
-                         name=f"encoderblock_{i}")(x, train=train)
+                         attention_dropout_rate=self.attention_dropout_rate, name=f"encoderblock_{i}")(x, train=train)
       if i + 1 in self.feature_blocks:
         taps[i + 1] = x
     return nn.LayerNorm(dtype=self.dtype, epsilon=1e-6, name="encoder_norm")(x), taps
@@ -324,9 +323,8 @@ class VisionTransformer(nn.Module):
     if self.classifier == "token":
       cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
       x = jnp.concatenate([jnp.tile(cls, (b, 1, 1)).astype(x.dtype), x], axis=1)
-    x, taps = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-                      dtype=self.dtype, dropout_rate=self.dropout_rate,
-                      attention_dropout_rate=self.attention_dropout_rate,
+    x, taps = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype=self.dtype,
+                      dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
                       feature_blocks=tuple(feature_blocks), name="Transformer")(x, train=train)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size:
@@ -337,5 +335,4 @@ class VisionTransformer(nn.Module):
       # whatever the compute dtype: it is cheap, and calibration adds small biases to these logits.
       x = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
                    bias_init=nn.initializers.constant(self.head_bias_init), name="head")(x)
-    return {"logits": x, "pre_logits": pre_logits,
-            "blocks": {k: v.astype(jnp.float32) for k, v in taps.items()}}
+    return {"logits": x, "pre_logits": pre_logits, "blocks": {k: v.astype(jnp.float32) for k, v in taps.items()}}

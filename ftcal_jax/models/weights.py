@@ -80,6 +80,7 @@ def load_npz(path: str, *, prefix: str = "") -> Params:
 
 # --- PyTorch state dicts --------------------------------------------------------------------------------------------
 
+
 # Converters from a torch tensor (as numpy) to the Flax leaf. `h` is the number of attention heads.
 def _dense(w, h):  # torch Linear (out, in) -> Flax Dense (in, out)
   return w.T
@@ -202,8 +203,8 @@ def load_torch_state_dict(path_or_dict: Union[str, os.PathLike, Mapping[str, Any
     if m:  # timm's fused qkv: rows are [q; k; v], each (H*hd) rows.
       leaf = "kernel" if m.group(2) == "weight" else "bias"
       for name, part in zip(("query", "key", "value"), np.split(w, 3, axis=0)):
-        flat[f"Transformer/encoderblock_{m.group(1)}/MultiHeadDotProductAttention_1/{name}/{leaf}"] = (
-            _attn_in(part, num_heads))
+        flat[f"Transformer/encoderblock_{m.group(1)}/MultiHeadDotProductAttention_1/{name}/{leaf}"] = (_attn_in(
+            part, num_heads))
       continue
     for pattern, target, convert in rules:
       m = re.fullmatch(pattern + r"\.(weight|bias)", k)
@@ -216,8 +217,8 @@ def load_torch_state_dict(path_or_dict: Union[str, os.PathLike, Mapping[str, Any
     else:
       unknown.append(f"{key!r} {tuple(w.shape)}")
   if unknown:
-    hint = (" timm 'fc_norm' (LayerNorm after average pooling) has no vit_jax counterpart." if
-            any("fc_norm" in u for u in unknown) else "")
+    hint = (" timm 'fc_norm' (LayerNorm after average pooling) has no vit_jax counterpart." if any(
+        "fc_norm" in u for u in unknown) else "")
     raise ValueError(f"No mapping for source={source!r} of these state-dict keys: {', '.join(unknown)}. "
                      f"Is this a plain ViT with a class token, and is source right?{hint}")
   return unflatten({k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in flat.items()})
@@ -225,8 +226,9 @@ def load_torch_state_dict(path_or_dict: Union[str, os.PathLike, Mapping[str, Any
 
 # --- fitting loaded weights to a model --------------------------------------------------------------------------------
 
-def resize_posemb(posemb: np.ndarray, num_tokens: int, *, num_prefix: int = 1,
-                  grid: Optional[Tuple[int, int]] = None, method: str = "bilinear") -> np.ndarray:
+
+def resize_posemb(posemb: np.ndarray, num_tokens: int, *, num_prefix: int = 1, grid: Optional[Tuple[int, int]] = None,
+                  method: str = "bilinear") -> np.ndarray:
   """Resizes a (1, T, D) position embedding to (1, num_tokens, D) by interpolating over the patch grid.
 
   The first `num_prefix` rows (the class token) are kept as they are. The old grid must be square (all released
@@ -247,8 +249,7 @@ def resize_posemb(posemb: np.ndarray, num_tokens: int, *, num_prefix: int = 1,
   if grid[0] * grid[1] + num_prefix != num_tokens:
     raise ValueError(f"posemb_grid {grid} + {num_prefix} prefix tokens != model's {num_tokens} tokens.")
   d = old.shape[-1]
-  new = jax.image.resize(old.reshape(gs_old, gs_old, d).astype(np.float32), (*grid, d), method=method,
-                         antialias=False)
+  new = jax.image.resize(old.reshape(gs_old, gs_old, d).astype(np.float32), (*grid, d), method=method, antialias=False)
   new = np.asarray(new).reshape(1, grid[0] * grid[1], d)
   return np.concatenate([prefix.astype(np.float32), new], axis=1)
 
@@ -320,8 +321,8 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
       problems.append(f"shape mismatch at {k!r}: model shape {_shape(want[k])} vs checkpoint shape "
                       f"{_shape(got[k])}")
   if problems:
-    hint = (" For another number of classes use head='new' or a class list." if
-            any("'head/" in p for p in problems) else "")
+    hint = (" For another number of classes use head='new' or a class list." if any(
+        "'head/" in p for p in problems) else "")
     raise ValueError("Checkpoint does not fit the model: " + "; ".join(problems) + "." + hint)
   out = {}
   for k, v in got.items():
