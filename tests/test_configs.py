@@ -1,4 +1,4 @@
-"""Every config (configs/ and experiments/) loads, is locked, has base_config's keys, and refuses an unknown argument."""
+"""Every config (configs/, experiments/) loads, is locked, has base_config's keys and refuses an unknown argument."""
 
 import glob
 import os
