@@ -1,8 +1,9 @@
 """The paper's recipe on a real benchmark, and the argument parsing and loading every config file shares.
 
 The schema and the recipe's defaults live in `base_config`. Every config in experiments/ starts from `recipe(...)`,
-sets what its table changes, and calls `finish(...)`, which applies the `runlocal` shrink and locks the config. Config files are run as scripts by `config_flags`, so one
-that builds on another (an ablation on ImageNet-R) loads it by path with `load(name, __file__)`.
+sets what its table changes, and calls `finish(...)`, which applies the `runlocal` shrink and locks the config.
+Config files are run as scripts by `config_flags`, so one that builds on another (an ablation on ImageNet-R) loads
+it by path with `load(name, __file__)`.
 
 Arguments come as one string after the colon, comma-separated, e.g. `office_home.py:Ar-Cl,runlocal` or
 `ablation_num_classes.py:num_seen=20`: `parse_arg` reads `key=value` tokens (typed by the default), bare names of
