@@ -1,4 +1,4 @@
-"""The run's report: every number of the paper's evaluation, from cached predictions, as JSON and Markdown.
+"""The run's report: every number of the paper's evaluation, computed from cached predictions.
 
 `build_report` turns `evaluation.Predictions` (pre-trained, fine-tuned and baseline models on the target test
 split, plus the training-split passes that ALG and NCM need) into one JSON-able dict:
@@ -9,7 +9,7 @@ split, plus the training-split passes that ALG and NCM need) into one JSON-able 
   ausuc       the exact AUSUC per model, and the seen-unseen curves the figure draws;
   ncm         nearest-class-mean accuracies before/after fine-tuning and the "NN vs NCM gains" (a diagnostic: the
               class means use absent-class training data);
-  softmax_decomposition, head_norms, class_split, head_classes, findings.
+  softmax_decomposition, head_norms (training_dynamics.summarize), class_split, head_classes, findings.
 
 Each section is one function here; this module only computes. report_markdown.write_report writes the dict as
 report.json, and report.md with the PNG figures (plots.py). All accuracies are in %. The models' display names

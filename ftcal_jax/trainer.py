@@ -4,10 +4,11 @@
   `_restore`    the latest checkpoint of workdir/<run> (its state and step), the head history cut at that step;
   `_make_step`  the optimiser and the jitted train step (train_step.py), compiled once per job for each
                 (trainable, loss, optimiser);
-  `_loop`       the remaining steps; the batch order is replayed up to the restored step, so a resumed run sees
-                the batches an uninterrupted one would (same rngs too). Every log_every_steps the mean metrics are
-                logged and the head history recorded, a non-finite loss stops the run, and every
-                checkpoint_every_steps (and at the end) history.json and a checkpoint are written.
+  `_loop`       the remaining steps. Every log_every_steps it logs the mean metrics and records the head history,
+                and stops on a non-finite loss; every checkpoint_every_steps (and at the end) it writes
+                history.json and a checkpoint.
+Before the loop, the batch order is replayed up to the restored step, so a resumed run sees the batches (and
+rngs) an uninterrupted one would.
 """
 
 import dataclasses
