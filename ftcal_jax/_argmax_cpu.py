@@ -15,14 +15,16 @@ therefore sums ``z * 0`` per row (NaN exactly when the row holds a NaN or ±inf;
 additions propagate NaN in any order). If any row is flagged, the batch is
 reduced again from a sanitised copy (NaN -> -inf, +inf -> the largest float)
 and the flagged rows take those values. The decision is one ``lax.cond`` whose
-predicate is hoisted over ``jax.vmap`` batches (a custom vmap rule), so vmap
-does not run both branches. Other backends get the plain compare-based
+predicate is hoisted over ``jax.vmap`` batches (:mod:`ftcal_jax._batch_cond`),
+so vmap does not run both branches. Other backends get the plain compare-based
 arg-max, chosen at trace time.
 """
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from ftcal_jax import _batch_cond
 
 # Two factors that turn any nonzero float32 gap (>= 2**-149) into >= 2**51,
 # far above any class index, and big gaps into +inf; applied as two multiplies
@@ -138,22 +140,8 @@ def _keep(operands):
   return operands[2], operands[3]
 
 
-@jax.custom_batching.custom_vmap
-def _fix_if_flagged(any_flagged, operands):
-  return lax.cond(any_flagged, _redo_flagged, _keep, operands)
-
-
-@_fix_if_flagged.def_vmap
-def _fix_if_flagged_vmap(axis_size, in_batched, any_flagged, operands):
-  # One predicate for the whole batch: the cond stays a cond under vmap
-  # (a batched predicate would turn it into a select running both branches).
-  flagged_batched, operands_batched = in_batched
-  if flagged_batched:
-    any_flagged = jnp.any(any_flagged)
-  operands = jax.tree.map(lambda x, batched: x
-                          if batched else jnp.broadcast_to(x, (axis_size,) + x.shape), operands, operands_batched)
-  out = lax.cond(any_flagged, jax.vmap(_redo_flagged), jax.vmap(_keep), operands)
-  return out, (True, True)
+# Under vmap, one predicate for the whole batch (see _batch_cond).
+_fix_if_flagged = _batch_cond.batch_cond(_redo_flagged, _keep)
 
 
 def group_argmax(z, seen_cls, absent_cls):

@@ -11,10 +11,12 @@ to zero, so an error term below 2**-126 is lost; a gap whose magnitude exceeds
 the largest float (logits near ±3.4e38 of opposite signs) becomes ±inf.
 """
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ftcal_jax import _argmax_cpu
+from ftcal_jax import _batch_cond
 
 
 def exact_gaps(max_s, max_u):
@@ -50,6 +52,54 @@ def _representatives(hi, lo, valid):
   return lax.cummin(rep, axis=0)
 
 
+def _cum_from_payload(payload):
+  """(N+1,) cumulative S and U count changes from sorted 2*delta + is_seen."""
+  zero = jnp.zeros((1,), jnp.int32)
+  seen, delta = (payload & 1) == 1, payload >> 1
+  return (jnp.concatenate([zero,
+                           jnp.cumsum(jnp.where(seen, delta,
+                                                0))]), jnp.concatenate([zero,
+                                                                        jnp.cumsum(jnp.where(seen, 0, delta))]))
+
+
+def _two_key_sort(operands):
+  """Sorts by decreasing (hi, lo): ascending ~key; correct for any data."""
+  key_hi, key_lo, payload, _, _ = operands
+  key_hi, key_lo, payload = lax.sort((~key_hi, ~key_lo, payload), num_keys=2)
+  return (~key_hi, ~key_lo, *_cum_from_payload(payload))
+
+
+def _one_key_sort(operands):
+  """The same result when equal hi always come with equal lo (the usual case).
+
+  A plain sort of the hi keys is ~4x faster on XLA:CPU than one that carries
+  payloads; samples reach their slot by binary search, as groups.
+  """
+  key_hi, key_lo, payload, desc, rank = operands
+  n = key_hi.shape[0]
+  seen, delta = (payload & 1) == 1, payload >> 1
+  bins = jax.ops.segment_sum(jnp.stack([jnp.where(seen, delta, 0), jnp.where(seen, 0, delta)], 1), rank, n)
+  zero = jnp.zeros((1, 2), jnp.int32)
+  cum = jnp.concatenate([zero, jnp.cumsum(bins, axis=0)])
+  # Each slot takes the lo of its group, written at the group's first slot.
+  lo_first = jnp.zeros((n,), jnp.int32).at[rank].set(key_lo)
+  start = lax.cummax(jnp.where(jnp.concatenate([jnp.ones((1,), bool), desc[1:] != desc[:-1]]), jnp.arange(n), 0))
+  return ~desc, lo_first[start], cum[:, 0], cum[:, 1]
+
+
+# Under vmap, one predicate for the whole batch (see _batch_cond).
+_sort_pairs = _batch_cond.batch_cond(_two_key_sort, _one_key_sort)
+
+
+def _lo_varies_within_hi(key_lo, rank):
+  """True when two samples share hi (the same rank) but not lo."""
+  n = key_lo.shape[0]
+  big = jnp.iinfo(jnp.int32)
+  lo_max = jnp.full((n,), big.min, jnp.int32).at[rank].max(key_lo)
+  lo_min = jnp.full((n,), big.max, jnp.int32).at[rank].min(key_lo)
+  return jnp.any(lo_max[rank] != lo_min[rank])
+
+
 def curve_fields(stats):
   """(gammas, acc_seen, acc_unseen, acc_all, valid), each (N+1,); see SeenUnseenCurve."""
   hi, lo, dead = exact_gaps(stats.max_s, stats.max_u)
@@ -57,25 +107,26 @@ def curve_fields(stats):
   # A flip to S changes the counts by s_correct - u_correct (0 for dead rows).
   delta = jnp.where(dead, 0, stats.s_correct.astype(jnp.int32) - stats.u_correct.astype(jnp.int32))
   seen = ~stats.is_absent
-  # Sort by decreasing (hi, lo): ascending ~key, on int32 keys (XLA:CPU sorts
-  # int32 ~4x faster than float32).
-  k_hi, k_lo, d_seen, d_unseen = lax.sort(
-      (~_argmax_cpu.order_key(hi), ~_argmax_cpu.order_key(lo), jnp.where(seen, delta, 0), jnp.where(seen, 0, delta)),
-      num_keys=2)
+  # Sort by decreasing (hi, lo) on int32 keys (XLA:CPU sorts int32 ~4x faster
+  # than float32).
+  key_hi, key_lo = _argmax_cpu.order_key(hi), _argmax_cpu.order_key(lo)
+  # Samples with equal hi share a rank: the first slot of their hi group.
+  desc = jnp.sort(~key_hi)
+  rank = jnp.searchsorted(desc, ~key_hi, side="left", method="scan_unrolled")
+  operands = (key_hi, key_lo, 2 * delta + seen.astype(jnp.int32), desc, rank)
+  k_hi, k_lo, cum_seen, cum_unseen = _sort_pairs(_lo_varies_within_hi(key_lo, rank), operands)
   inf = jnp.full((1,), jnp.inf, jnp.float32)
   zero = jnp.zeros((1,), jnp.float32)
   # Extended pairs: +inf, the N sorted breakpoints, -inf. Point k (k = 0..N)
   # holds for γ between pair k and pair k+1, and exists iff they differ.
-  hi_x = jnp.concatenate([inf, _argmax_cpu.from_order_key(~k_hi), -inf])
-  lo_x = jnp.concatenate([zero, _argmax_cpu.from_order_key(~k_lo), zero])
+  hi_x = jnp.concatenate([inf, _argmax_cpu.from_order_key(k_hi), -inf])
+  lo_x = jnp.concatenate([zero, _argmax_cpu.from_order_key(k_lo), zero])
   valid = (hi_x[:-1] != hi_x[1:]) | (lo_x[:-1] != lo_x[1:])
   # Points inside a tie group repeat the counts after the whole group: each
   # point reads the cumulative sum at the next group end (or the curve's end).
   idx = jnp.arange(n + 1)
   group_end = lax.cummin(jnp.where(valid | (idx == 0) | (idx == n), idx, n), axis=0, reverse=True)
-  zero_i = jnp.zeros((1,), jnp.int32)
-  cum_seen = jnp.concatenate([zero_i, jnp.cumsum(d_seen)])[group_end]
-  cum_unseen = jnp.concatenate([zero_i, jnp.cumsum(d_unseen)])[group_end]
+  cum_seen, cum_unseen = cum_seen[group_end], cum_unseen[group_end]
   u_ok = stats.u_correct
   right_seen = jnp.sum(u_ok & seen) + cum_seen
   right_unseen = jnp.sum(u_ok & ~seen) + cum_unseen

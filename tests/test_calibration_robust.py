@@ -264,3 +264,16 @@ def test_core_imports_no_training_stack():
           "print(sorted(m for m in ('tensorflow', 'flax', 'matplotlib') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_vmap_mixes_one_key_and_two_key_sorts():
+  # Member 0 has float32-equal gaps that differ exactly (two-key sort), member
+  # 1 has none; the batch takes the two-key sort for both and must agree.
+  rng = np.random.default_rng(12)
+  zs = np.stack([_tie_heavy("rounded", 600, 20, rng), rng.normal(size=(600, 20)).astype(np.float32)])
+  ys = rng.integers(0, 20, (2, 600)).astype(np.int32)
+  absent = np.arange(20) % 2 == 1
+  batched = jax.vmap(cal.seen_unseen_curve, in_axes=(0, 0, None))(zs, ys, absent)
+  for i in range(2):
+    for a, b in zip(batched, cal.seen_unseen_curve(zs[i], ys[i], absent)):
+      np.testing.assert_array_equal(a[i], b)
