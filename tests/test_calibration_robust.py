@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ftcal_jax import _argmax_cpu
 from ftcal_jax import calibration as cal
 
 
@@ -277,3 +278,17 @@ def test_vmap_mixes_one_key_and_two_key_sorts():
   for i in range(2):
     for a, b in zip(batched, cal.seen_unseen_curve(zs[i], ys[i], absent)):
       np.testing.assert_array_equal(a[i], b)
+
+
+def test_plain_argmax_for_other_backends_matches_numpy():
+  # The compare-based kernel that GPU/TPU get (chosen at trace time there).
+  rng = np.random.default_rng(13)
+  z = rng.normal(size=(300, 70)).astype(np.float32)
+  z[rng.random(z.shape) < 0.05] = np.nan
+  z[rng.random(z.shape) < 0.01] = np.inf
+  z[0, :] = np.nan
+  absent = np.arange(70) % 4 == 0
+  m, idx = _argmax_cpu.group_argmax_exact(jnp.asarray(z), jnp.asarray(~absent), jnp.asarray(absent))
+  ms, ps, mu, pu = _np_group_stats(z, absent)
+  np.testing.assert_array_equal(m, np.stack([ms, mu], 1))
+  np.testing.assert_array_equal(idx, np.stack([ps, pu], 1))
