@@ -12,7 +12,8 @@ which is exactly the first arg-max because any nonzero float32 gap is >=
 The vectorised max of XLA:CPU does not propagate NaN: a NaN resets the running
 maximum, so a row with NaN can get neither NaN nor its true max. The same pass
 therefore sums ``z * 0`` per row (NaN exactly when the row holds a NaN or ±inf;
-additions propagate NaN in any order). If any row is flagged, the batch is
+additions propagate NaN in any order; a -inf logit flags its row too, which
+only costs time). If any row is flagged, the batch is
 reduced again from a sanitised copy (NaN -> -inf, +inf -> the largest float)
 and the flagged rows take those values. The decision is one ``lax.cond`` whose
 predicate is hoisted over ``jax.vmap`` batches (:mod:`ftcal_jax._batch_cond`),
