@@ -1,6 +1,8 @@
 """Speed of the exact seen-unseen curve and the γ grid (not part of the tests).
 
 Run: .venv/bin/python benchmarks/calibration_bench.py [--repeats 20] [--official]
+It imports the installed ftcal_jax; from a checkout that is not the installed
+one (a git worktree, say), prefix PYTHONPATH=. or it times the other copy.
 
 Prints, measured in this process on the default JAX device, as ratios to
 ``jnp.max(logits, axis=-1)`` over the same logits (the floor: one read of z):
