@@ -335,9 +335,7 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
 
 # --- one entry point for init_checkpoint files ------------------------------------------------------------------------
 
-ACCEPTED_FORMATS = (".npz (vit_jax/big_vision), .safetensors, or a PyTorch state dict .bin/.pth/.pt "
-                    "(loaded with weights_only)")
-_TORCH_SUFFIXES = (".bin", ".pth", ".pt")
+ACCEPTED_FORMATS = ".npz (vit_jax/big_vision), .safetensors, or a PyTorch .bin/.pth/.pt state dict (weights_only)"
 
 
 def _sniff_format(path: str) -> Optional[str]:
@@ -351,22 +349,15 @@ def _sniff_format(path: str) -> Optional[str]:
         return "torch" if any(n.endswith("data.pkl") for n in z.namelist()) else "npz"
     except zipfile.BadZipFile:
       return None
-  if len(head) == 9 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then its JSON header.
-    return "safetensors"
-  return None
-
-
-def _guess_torch_source(sd: Mapping[str, Any]) -> str:
-  """'timm' for timm key names (blocks.N.attn.qkv), else 'hf'."""
-  return "timm" if any(_TIMM_QKV.fullmatch(k) for k in sd) else "hf"
+  # safetensors: an 8-byte header length, then its JSON header.
+  return "safetensors" if len(head) == 9 and head[8:9] == b"{" else None
 
 
 def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[int] = None,
                          source: Optional[str] = None) -> Params:
   """Reads an init checkpoint of any supported format into the vit_jax parameter tree.
 
-  The format comes from the suffix (.npz; .safetensors; .bin/.pth/.pt), or from the file's first bytes when the
-  suffix is none of these.
+  The format comes from the suffix (.npz; .safetensors; .bin/.pth/.pt), else from the file's first bytes.
 
   Args:
     path: the checkpoint file.
@@ -377,21 +368,21 @@ def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[i
     nested dict of numpy arrays in vit_jax naming; feed it to `restore_into`.
 
   Raises:
-    FileNotFoundError / ValueError naming the path and the accepted formats, also for an empty, truncated or
-    garbage file (instead of numpy's pickle message, BadZipFile or EOFError).
+    FileNotFoundError, ValueError: naming the path and the accepted formats (also for empty or truncated files).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"init checkpoint {path} does not exist. Accepted formats: {ACCEPTED_FORMATS}.")
   size = os.path.getsize(path)
   suffix = os.path.splitext(path)[1].lower()
-  fmt = {".npz": "npz", ".safetensors": "safetensors"}.get(suffix, "torch" if suffix in _TORCH_SUFFIXES else None)
+  fmt = {".npz": "npz", ".safetensors": "safetensors"}.get(suffix,
+                                                           "torch" if suffix in (".bin", ".pth", ".pt") else None)
   fmt = fmt or (_sniff_format(path) if size else None)
   if fmt is None:
     raise ValueError(f"init checkpoint {path} ({size} bytes) is in no format ftcal_jax reads. Accepted formats: "
                      f"{ACCEPTED_FORMATS}.")
   if size == 0:
-    raise ValueError(f"init checkpoint {path} is empty (0 bytes); re-copy it. Accepted formats: {ACCEPTED_FORMATS}.")
+    raise ValueError(f"init checkpoint {path} is empty (0 bytes). Accepted formats: {ACCEPTED_FORMATS}.")
   try:
     if fmt == "npz":
       return load_npz(path)
@@ -406,4 +397,5 @@ def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[i
         f"the file complete, and in the format its name says? Accepted formats: {ACCEPTED_FORMATS}.") from e
   if num_heads is None:
     raise ValueError(f"init checkpoint {path} is a PyTorch state dict: pass num_heads (the model's attention heads).")
-  return load_torch_state_dict(sd, num_heads=num_heads, source=source or _guess_torch_source(sd))
+  guess = "timm" if any(_TIMM_QKV.fullmatch(k) for k in sd) else "hf"  # timm fuses q/k/v: blocks.N.attn.qkv.
+  return load_torch_state_dict(sd, num_heads=num_heads, source=source or guess)
