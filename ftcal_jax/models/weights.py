@@ -374,9 +374,8 @@ def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[i
   if not os.path.isfile(path):
     raise FileNotFoundError(f"init checkpoint {path} does not exist. Accepted formats: {ACCEPTED_FORMATS}.")
   size = os.path.getsize(path)
-  suffix = os.path.splitext(path)[1].lower()
-  fmt = {".npz": "npz", ".safetensors": "safetensors"}.get(suffix,
-                                                           "torch" if suffix in (".bin", ".pth", ".pt") else None)
+  formats = {".npz": "npz", ".safetensors": "safetensors", ".bin": "torch", ".pth": "torch", ".pt": "torch"}
+  fmt = formats.get(os.path.splitext(path)[1].lower())
   fmt = fmt or (_sniff_format(path) if size else None)
   if fmt is None:
     raise ValueError(f"init checkpoint {path} ({size} bytes) is in no format ftcal_jax reads. Accepted formats: "
