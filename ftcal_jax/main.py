@@ -30,8 +30,9 @@ flags.DEFINE_integer("num_processes", None, "With --jax_distributed: the number 
 flags.DEFINE_integer("process_id", None, "With --jax_distributed: this process's index in [0, num_processes).")
 # When a host dies, the others notice through missed heartbeats; JAX's defaults (100 s, 300 s at shutdown) are for
 # pods. A 2-process rehearsal on one machine can use a few seconds (docs/pods.md).
-flags.DEFINE_integer("heartbeat_timeout_s", 100, "With --jax_distributed: a process that misses heartbeats this "
-                     "long is declared dead, and the job stops with an error.")
+flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100,
+    "With --jax_distributed: a process silent this long is declared dead; the job stops with an error.")
 flags.DEFINE_integer("shutdown_timeout_s", 300, "With --jax_distributed: how long a finished process waits for the "
                      "others at shutdown.")
 flags.mark_flags_as_required(["config", "workdir"])
