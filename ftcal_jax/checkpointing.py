@@ -176,14 +176,14 @@ class Checkpointer:
         return problem, None
     return None, restored
 
-  def _set_aside(self, step: int) -> str:
-    """Moves a damaged step folder out of orbax's sight (process 0), so later saves of that step can happen."""
-    aside = os.path.join(self.directory, f"corrupt-{step}")
+  def _set_aside(self, step: int, prefix: str = "corrupt") -> str:
+    """Moves a step folder out of orbax's sight (process 0) to <prefix>-<step>, so that step can be saved again."""
+    aside = os.path.join(self.directory, f"{prefix}-{step}")
     if jax.process_index() == 0:
       n = 1
       while os.path.exists(aside):
         n += 1
-        aside = os.path.join(self.directory, f"corrupt-{step}-{n}")
+        aside = os.path.join(self.directory, f"{prefix}-{step}-{n}")
       os.replace(os.path.join(self.directory, str(step)), aside)
       if os.path.exists(self._record_path(step)):
         os.replace(self._record_path(step), os.path.join(aside, "ftcal_checksums.json"))
@@ -216,6 +216,15 @@ class Checkpointer:
       caches.warn_damaged(step_dir, f"checkpoint at step {step}: {problem}",
                           f"moved it to {aside} (delete it once inspected); {then}")
     return None
+
+  def set_aside_all(self, reason: str) -> None:
+    """Moves every step folder to discarded-<step> (the run restarts from its first step), e.g. when its history
+    is damaged; `reason` goes into a file beside each."""
+    self._finish_pending()
+    for step in sorted(self._manager.all_steps()):
+      aside = self._set_aside(step, prefix="discarded")
+      if jax.process_index() == 0:
+        atomic_write.write_text(os.path.join(aside, "WHY.txt"), reason + "\n")
 
   def wait_until_finished(self) -> None:
     self._finish_pending()

@@ -103,8 +103,8 @@ def seen_count(num_seen: Any, num_candidates: Optional[int]) -> Optional[int]:
 
 def _class_split(checks: _Checks, num_classes: Optional[int]) -> None:
   cfg = _get(checks.config, "class_split")
-  if cfg is _MISSING:
-    return
+  if cfg is _MISSING or tuple(_get(checks.config, "methods") or ()) == ("pretrain",):
+    return  # Pre-training uses every class: no split.
   kind = _get(checks.config, "class_split.kind")
   checks.one_of("class_split.kind", ("random", "explicit"))
   count = None

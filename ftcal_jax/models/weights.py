@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import jax
 import numpy as np
 
+from ftcal_jax import atomic_write
+
 Params = Dict[str, Any]
 _POSEMB = "Transformer/posembed_input/pos_embedding"
 
@@ -50,9 +52,7 @@ def unflatten(flat: Mapping[str, Any]) -> Params:
 def save_npz(params: Mapping[str, Any], path: str) -> None:
   """Writes `params` as a vit_jax-style flat npz ('Transformer/encoderblock_0/LayerNorm_0/scale', ...)."""
   flat = {k: np.asarray(jax.device_get(v)) for k, v in flatten(params).items()}
-  # An open file keeps numpy from appending '.npz' to the name the caller chose.
-  with open(path, "wb") as f:
-    np.savez(f, **flat)
+  atomic_write.save_npz(path, **flat)  # Whole or not at all; under the name the caller chose.
 
 
 def load_npz(path: str, *, prefix: str = "") -> Params:
