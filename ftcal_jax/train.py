@@ -217,8 +217,8 @@ def _run_job(config: ml_collections.ConfigDict, workdir: str, start_time: Option
   present = getattr(ctx.dataset, "present_classes", None)
   config_validation.validate_config(config, num_classes=ctx.dataset.num_classes if present is None else len(present))
   ctx.split = ClassSplit.from_config(config.class_split, ctx.dataset.num_classes,
-                                     candidates=getattr(ctx.dataset, "present_classes", None))
-  ctx.class_mask = getattr(ctx.dataset, "class_mask", None)
+                                     candidates=ctx.dataset.present_classes)
+  ctx.class_mask = ctx.dataset.class_mask  # datasets.base.Dataset: None when every head class is scored.
   ctx.progress(f"Class split: |S| = {len(ctx.split.seen)}, |U| = {len(ctx.split.absent)}; methods "
                f"{list(config.methods)}" + (f"; PCV K={config.pcv.num_splits}" if config.pcv.enabled else ""))
   pre = _evaluate_pretrained(ctx)

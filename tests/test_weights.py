@@ -315,11 +315,7 @@ def test_load_checkpoint_file_dispatches_on_the_format(ref, tmp_path):
   torch.save(sd, tmp_path / "pytorch_model.bin")
   torch.save({"model": sd}, tmp_path / "ckpt.pth")
   weights.save_npz(params, tmp_path / "vit.npz")
-  (tmp_path / "no_suffix_st").write_bytes((tmp_path / "model.safetensors").read_bytes())
-  (tmp_path / "no_suffix_npz").write_bytes((tmp_path / "vit.npz").read_bytes())
-  (tmp_path / "no_suffix_torch").write_bytes((tmp_path / "pytorch_model.bin").read_bytes())
-  for name in ("vit.npz", "model.safetensors", "pytorch_model.bin", "ckpt.pth", "no_suffix_st", "no_suffix_npz",
-               "no_suffix_torch"):
+  for name in ("vit.npz", "model.safetensors", "pytorch_model.bin", "ckpt.pth"):
     loaded = weights.restore_into(init, weights.load_checkpoint_file(tmp_path / name, num_heads=HEADS))
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
   # timm key names are recognised without source=.

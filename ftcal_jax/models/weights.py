@@ -282,15 +282,32 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
   if set(init_params) == {"params"}:
     raise ValueError("init_params is a variables dict: pass variables['params'].")
   want = flatten(init_params)
-  got = dict(flatten(loaded_params))
+  got = _apply_head_policy(want, dict(flatten(loaded_params)), head)
+  if _POSEMB in want and _POSEMB in got and _shape(want[_POSEMB]) != _shape(got[_POSEMB]):
+    w_shape, g_shape = _shape(want[_POSEMB]), _shape(got[_POSEMB])
+    if w_shape[-1] != g_shape[-1]:
+      raise ValueError(f"{_POSEMB}: model shape {w_shape} vs checkpoint shape {g_shape}: widths differ.")
+    got[_POSEMB] = resize_posemb(np.asarray(got[_POSEMB]), w_shape[1], num_prefix=1 if "cls" in want else 0,
+                                 grid=posemb_grid, method=posemb_method)
+  _check_fit(want, got)
+  out = {}
+  for k, v in got.items():
+    if v is want[k]:  # a freshly initialised head: keep the array as it is.
+      out[k] = v
+    else:
+      out[k] = np.asarray(v).astype(want[k].dtype)
+  return unflatten(out)
+
+
+def _apply_head_policy(want: Dict[str, Any], got: Dict[str, Any], head: Union[str, Sequence[int]]) -> Dict[str, Any]:
+  """`got` with its head kept, replaced by the model's fresh one ('new'), or restricted to class indices."""
   if isinstance(head, str) and head not in ("keep", "new"):
     raise ValueError(f"head must be 'keep', 'new' or a sequence of class indices, got {head!r}.")
-  head_keys = [k for k in want if k.startswith("head/")]
   if head == "new":
     for k in list(got):
       if k.startswith("head/"):
         del got[k]
-    for k in head_keys:
+    for k in (k for k in want if k.startswith("head/")):
       if isinstance(want[k], jax.ShapeDtypeStruct):
         raise ValueError("head='new' needs real initial values in init_params, not jax.eval_shape structs.")
       got[k] = want[k]
@@ -303,14 +320,11 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
       raise ValueError(f"head class indices must be a non-empty 1-D list in [0, {n}), the checkpoint's classes.")
     got["head/kernel"] = np.asarray(got["head/kernel"])[:, idx]
     got["head/bias"] = np.asarray(got["head/bias"])[idx]
+  return got
 
-  if _POSEMB in want and _POSEMB in got and _shape(want[_POSEMB]) != _shape(got[_POSEMB]):
-    w_shape, g_shape = _shape(want[_POSEMB]), _shape(got[_POSEMB])
-    if w_shape[-1] != g_shape[-1]:
-      raise ValueError(f"{_POSEMB}: model shape {w_shape} vs checkpoint shape {g_shape}: widths differ.")
-    got[_POSEMB] = resize_posemb(np.asarray(got[_POSEMB]), w_shape[1], num_prefix=1 if "cls" in want else 0,
-                                 grid=posemb_grid, method=posemb_method)
 
+def _check_fit(want: Mapping[str, Any], got: Mapping[str, Any]) -> None:
+  """Raises one ValueError naming every missing key, unexpected key and shape mismatch, with both shapes."""
   problems = []
   for k in sorted(set(want) - set(got)):
     problems.append(f"missing key {k!r}: model shape {_shape(want[k])}, checkpoint has none")
@@ -324,13 +338,6 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
     hint = (" For another number of classes use head='new' or a class list." if any(
         "'head/" in p for p in problems) else "")
     raise ValueError("Checkpoint does not fit the model: " + "; ".join(problems) + "." + hint)
-  out = {}
-  for k, v in got.items():
-    if v is want[k]:  # a freshly initialised head: keep the array as it is.
-      out[k] = v
-    else:
-      out[k] = np.asarray(v).astype(want[k].dtype)
-  return unflatten(out)
 
 
 # --- one entry point for init_checkpoint files ------------------------------------------------------------------------
@@ -338,26 +345,11 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
 ACCEPTED_FORMATS = ".npz (vit_jax/big_vision), .safetensors, or a PyTorch .bin/.pth/.pt state dict (weights_only)"
 
 
-def _sniff_format(path: str) -> Optional[str]:
-  """'npz', 'torch' or 'safetensors' from the file's first bytes; None when it is none of them."""
-  with open(path, "rb") as f:
-    head = f.read(9)
-  if head.startswith(b"PK"):  # A zip: numpy's npz, or torch.save's zip with 'data.pkl' inside.
-    import zipfile  # pylint: disable=g-import-not-at-top
-    try:
-      with zipfile.ZipFile(path) as z:
-        return "torch" if any(n.endswith("data.pkl") for n in z.namelist()) else "npz"
-    except zipfile.BadZipFile:
-      return None
-  # safetensors: an 8-byte header length, then its JSON header.
-  return "safetensors" if len(head) == 9 and head[8:9] == b"{" else None
-
-
 def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[int] = None,
                          source: Optional[str] = None) -> Params:
   """Reads an init checkpoint of any supported format into the vit_jax parameter tree.
 
-  The format comes from the suffix (.npz; .safetensors; .bin/.pth/.pt), else from the file's first bytes.
+  The format comes from the suffix: .npz; .safetensors; .bin, .pth or .pt.
 
   Args:
     path: the checkpoint file.
@@ -376,20 +368,15 @@ def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[i
   size = os.path.getsize(path)
   formats = {".npz": "npz", ".safetensors": "safetensors", ".bin": "torch", ".pth": "torch", ".pt": "torch"}
   fmt = formats.get(os.path.splitext(path)[1].lower())
-  fmt = fmt or (_sniff_format(path) if size else None)
   if fmt is None:
-    raise ValueError(f"init checkpoint {path} ({size} bytes) is in no format ftcal_jax reads. Accepted formats: "
-                     f"{ACCEPTED_FORMATS}.")
+    suffix = os.path.splitext(path)[1] or "a file without a suffix"
+    raise ValueError(f"init checkpoint {path}: ftcal_jax does not read {suffix}. Accepted formats: {ACCEPTED_FORMATS}.")
   if size == 0:
     raise ValueError(f"init checkpoint {path} is empty (0 bytes). Accepted formats: {ACCEPTED_FORMATS}.")
   try:
     if fmt == "npz":
       return load_npz(path)
-    if fmt == "safetensors":  # Also when only the first bytes said so.
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-      sd = _read_state_dict(load_file(path))
-    else:
-      sd = _read_state_dict(path)
+    sd = _read_state_dict(path)
   except Exception as e:  # pylint: disable=broad-except  # numpy, zipfile, safetensors and torch raise many types.
     raise ValueError(
         f"init checkpoint {path} ({size} bytes) cannot be read as {fmt} ({type(e).__name__}: {e}). Is "
