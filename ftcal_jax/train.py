@@ -214,7 +214,7 @@ def _run_job(config: ml_collections.ConfigDict, workdir: str, start_time: Option
   if "pretrain" in config.methods:
     raise ValueError("'pretrain' runs alone (configs/glyphs_pretrain.py); remove it from config.methods.")
   # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
-  present = getattr(ctx.dataset, "present_classes", None)
+  present = ctx.dataset.present_classes  # |S| is checked against the classes it is drawn from, before training.
   config_validation.validate_config(config, num_classes=ctx.dataset.num_classes if present is None else len(present))
   ctx.split = ClassSplit.from_config(config.class_split, ctx.dataset.num_classes,
                                      candidates=ctx.dataset.present_classes)
