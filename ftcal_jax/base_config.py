@@ -85,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
   # type (int or float) is the one the config gives it.
   config.class_split.num_seen = None
   config.class_split.num_absent = ml_collections.config_dict.placeholder(int)  # |U|; None = all classes not in S.
+  # kind='explicit' only; settable on the command line, e.g. --config.class_split.seen=0,1,2.
+  config.class_split.seen = ()  # S, class ids.
+  config.class_split.absent = ml_collections.config_dict.placeholder(tuple)  # U; None = every class not in S.
+  config.class_split.remaining = ()  # Classes in neither S nor U (they take no part).
   config.class_split.seed = config.get_ref("seed")  # Follows config.seed.
 
   config.model = ml_collections.ConfigDict()

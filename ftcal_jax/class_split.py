@@ -123,8 +123,8 @@ class ClassSplit:
 
     Fields:
       kind: 'random' or 'explicit'.
-      random: num_seen (int, or a float in (0, 1) read as a fraction of the candidates), seed, num_absent
-        (optional).
+      random: num_seen (int, or a float in (0, 1) read as a fraction of the candidates; an integral float >= 1
+        is a count), seed, num_absent (optional).
       explicit: seen (list of ids), absent (optional list; default: the complement), remaining (optional).
     """
     get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
@@ -133,7 +133,10 @@ class ClassSplit:
       num_seen = get("num_seen", None)
       if num_seen is None:
         raise ValueError("class_split.kind='random' needs num_seen (an int, or a fraction in (0, 1)).")
-      if isinstance(num_seen, float):
+      if isinstance(num_seen, float) and num_seen >= 1.0 and num_seen.is_integer():
+        # A count: '--config.class_split.num_seen=24' arrives as 24.0 when the config's value is a fraction.
+        num_seen = int(num_seen)
+      elif isinstance(num_seen, float):
         if not 0.0 < num_seen < 1.0:
           raise ValueError(f"A fractional num_seen must be in (0, 1); got {num_seen}.")
         num_seen = int(round(num_seen * (num_classes if candidates is None else len(candidates))))
@@ -141,7 +144,8 @@ class ClassSplit:
     elif kind == "explicit":
       seen = get("seen", None)
       if not seen:
-        raise ValueError("class_split.kind='explicit' needs a non-empty list `seen`.")
+        raise ValueError("class_split.kind='explicit' needs a non-empty list `seen`, e.g. "
+                         "--config.class_split.seen=0,1,2 (absent defaults to every other class).")
       split = cls.from_lists(num_classes, list(seen), get("absent", None), list(get("remaining", None) or ()))
     else:
       raise ValueError(f"Unknown class_split.kind {kind!r}; valid kinds: 'explicit', 'random'.")

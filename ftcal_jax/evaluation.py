@@ -20,6 +20,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from ftcal_jax import atomic_write
+from ftcal_jax import caches
 from ftcal_jax import checkpointing
 from ftcal_jax import input_pipeline
 
@@ -167,24 +169,26 @@ def _save_predictions(path: str, preds: Mapping[str, Predictions], fingerprint: 
     arrays.update({f"{kind}/logits": p.logits, f"{kind}/features": p.features, f"{kind}/labels": p.labels})
   for k, v in (history or {}).items():
     arrays[f"history/{k}"] = np.asarray(v, np.float64)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)  # Atomic: a killed job never leaves a half-written cache.
+  atomic_write.save_npz(path, **arrays)  # A killed job never leaves a half-written cache.
 
 
 def _load_predictions(path: str, fingerprint: str) -> Optional[Tuple[Dict[str, Predictions], History]]:
-  """(predictions by kind, history) from a cache, or None when there is none."""
-  if not os.path.exists(path):
+  """(predictions by kind, history) from a cache; None when there is none, or (with a warning) when it is damaged."""
+  f = caches.read_npz(path, required=("fingerprint",))
+  if f is None:
     return None
-  with np.load(path) as f:
-    stored = str(f["fingerprint"])
-    if stored != fingerprint:
-      raise checkpointing.ConfigMismatchError(
-          f"{path} was written under a different config (fingerprint {stored}, this run {fingerprint}). Use a "
-          "fresh --workdir, or delete that directory to start over.")
-    kinds = sorted({k.split("/")[0] for k in f.files if k.endswith("/logits")})
-    preds = {k: Predictions(f[f"{k}/logits"], f[f"{k}/features"], f[f"{k}/labels"]) for k in kinds}
-    history = {k.split("/", 1)[1]: f[k].tolist() for k in f.files if k.startswith("history/")}
+  stored = str(f["fingerprint"])
+  if stored != fingerprint:
+    raise checkpointing.ConfigMismatchError(
+        f"{path} was written under a different config (fingerprint {stored}, this run {fingerprint}). Use a "
+        "fresh --workdir, or delete that directory to start over.")
+  kinds = sorted({k.split("/")[0] for k in f if k.endswith("/logits")})
+  missing = [f"{k}/{part}" for k in kinds for part in ("features", "labels") if f"{k}/{part}" not in f]
+  if missing or not kinds:
+    caches.warn_damaged(path, f"missing arrays {missing or ['*/logits']}")
+    return None
+  preds = {k: Predictions(f[f"{k}/logits"], f[f"{k}/features"], f[f"{k}/labels"]) for k in kinds}
+  history = {k.split("/", 1)[1]: f[k].tolist() for k in f if k.startswith("history/")}
   return preds, history
 
 

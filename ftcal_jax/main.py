@@ -28,6 +28,13 @@ flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() f
 flags.DEFINE_string("coordinator_address", None, "With --jax_distributed: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "With --jax_distributed: the number of processes (hosts).")
 flags.DEFINE_integer("process_id", None, "With --jax_distributed: this process's index in [0, num_processes).")
+# When a host dies, the others notice through missed heartbeats; JAX's defaults (100 s, 300 s at shutdown) are for
+# pods. A 2-process rehearsal on one machine can use a few seconds (docs/pods.md).
+flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100,
+    "With --jax_distributed: a process silent this long is declared dead; the job stops with an error.")
+flags.DEFINE_integer("shutdown_timeout_s", 300, "With --jax_distributed: how long a finished process waits for the "
+                     "others at shutdown.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,7 +47,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.jax_distributed:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
+                               process_id=FLAGS.process_id, heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_s,
+                               shutdown_timeout_seconds=FLAGS.shutdown_timeout_s)
   from ftcal_jax import train  # pylint: disable=g-import-not-at-top
   print(f"[{time.time() - _T0:6.1f}s] ftcal_jax: imports done", flush=True)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir, start_time=_T0)

@@ -10,6 +10,7 @@ from typing import Any, Dict, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ftcal_jax import atomic_write
 from ftcal_jax.methods import DISPLAY_NAMES
 
 _COLORS = {
@@ -27,6 +28,11 @@ def _new_figure(width: float, height: float) -> Figure:
   fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
   FigureCanvasAgg(fig)
   return fig
+
+
+def _save(fig: Figure, path: str) -> None:
+  with atomic_write.atomic_path(path) as tmp:  # The temporary keeps '.png', so savefig picks the format from it.
+    fig.savefig(tmp)
 
 
 def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
@@ -58,7 +64,7 @@ def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
   ax.set_title("Seen-unseen accuracy curves (sweeping γ on absent-class logits)")
   # Outside the axes: calibrated points sit in the upper right, where an inside legend would hide them.
   fig.legend(fontsize=8, loc="outside right center")
-  fig.savefig(path)
+  _save(fig, path)
   return path
 
 
@@ -96,7 +102,7 @@ def nn_vs_ncm_figure(report: Mapping[str, Any], path: str) -> str:
   right.set_title("NN vs NCM gains from fine-tuning")
   right.legend(fontsize=8)
   right.margins(y=0.15)
-  fig.savefig(path)
+  _save(fig, path)
   return path
 
 
@@ -132,7 +138,7 @@ def head_norms_figure(report: Mapping[str, Any], path: str) -> str:
     right.legend(fontsize=8)
   else:
     right.text(0.5, 0.5, "no U-update cosine recorded", ha="center", transform=right.transAxes)
-  fig.savefig(path)
+  _save(fig, path)
   return path
 
 

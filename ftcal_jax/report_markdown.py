@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Sequence
 
+from ftcal_jax import atomic_write
 from ftcal_jax import plots
 from ftcal_jax.methods import DISPLAY_NAMES
 from ftcal_jax.report import ACC_KEYS
@@ -166,12 +167,27 @@ def write_report(report: Mapping[str, Any], workdir: str, *, figures: bool = Tru
   """
   os.makedirs(workdir, exist_ok=True)
   drawn = plots.write_figures(report, os.path.join(workdir, "figures")) if figures else {}
+  # Every file is replaced whole (atomic_write): a kill mid-write keeps the previous report.
   paths = {"json": os.path.join(workdir, "report.json")}
-  with open(paths["json"], "w") as f:
-    json.dump(to_jsonable(report), f, indent=1, allow_nan=False)
+  atomic_write.write_json(paths["json"], to_jsonable(report), indent=1, allow_nan=False)
   if figures:
     rel = {k: os.path.relpath(p, workdir) for k, p in drawn.items()}
     paths["markdown"] = os.path.join(workdir, "report.md")
-    with open(paths["markdown"], "w") as f:
-      f.write(render_markdown(report, rel))
+    atomic_write.write_text(paths["markdown"], render_markdown(report, rel))
+  _remove_stale(workdir, {**paths, **drawn})
   return {**paths, **drawn}
+
+
+def _remove_stale(workdir: str, written: Mapping[str, str]) -> None:
+  """Removes the report files of an earlier run that this one did not write (report.md, figures/*.png), so that
+  no old report or figure sits beside the new report.json."""
+  keep = {os.path.abspath(p) for p in written.values()}
+  fig_dir = os.path.join(workdir, "figures")
+  old = [os.path.join(workdir, "report.md")]
+  if os.path.isdir(fig_dir):
+    old += [os.path.join(fig_dir, n) for n in os.listdir(fig_dir) if n.endswith(".png")]
+  for path in old:
+    if os.path.exists(path) and os.path.abspath(path) not in keep:
+      os.remove(path)
+  if os.path.isdir(fig_dir) and not os.listdir(fig_dir):
+    os.rmdir(fig_dir)

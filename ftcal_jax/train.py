@@ -20,7 +20,6 @@ Rerunning the same command resumes: a run with checkpoints restarts from its lat
 rngs, so the result equals an uninterrupted run), and a completed run is never trained again.
 """
 
-import json
 import os
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -31,13 +30,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ftcal_jax import atomic_write
 from ftcal_jax import checkpointing
+from ftcal_jax import config_validation
 from ftcal_jax import evaluation
+from ftcal_jax import integrity
 from ftcal_jax import methods
 from ftcal_jax import pcv
 from ftcal_jax import report as report_lib
 from ftcal_jax import train_step as train_step_lib
 from ftcal_jax import trainer
+from ftcal_jax import workdir_lock
 from ftcal_jax.class_split import ClassSplit
 from ftcal_jax.datasets import registry as dataset_registry
 from ftcal_jax.models import get_model
@@ -55,9 +58,14 @@ def _is_main() -> bool:
 
 
 def _fingerprint_config(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The config fields results depend on, and the init checkpoint's content: overwriting that file (as
+  experiments/pretrain_glyphs.py does) must not let caches of the old weights be reused."""
   d = config.to_dict()
   for k in _NON_SEMANTIC:
     d.pop(k, None)
+  path = pretrained.resolve_checkpoint(config.init_checkpoint)
+  if path:
+    d["init_checkpoint_sha256"] = integrity.file_sha256(path)
   return d
 
 
@@ -181,6 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        start_time: Optional[float] = None) -> Dict[str, Any]:
   """Runs the configured job end to end and writes its outputs to `workdir`.
 
+  The config is checked first (config_validation), before any data or model is built; the workdir is then locked
+  for the whole run (workdir_lock), so a second run on it fails at once, naming the PID that holds it.
+
   Args:
     config: a config like configs/glyphs.py.
     workdir: output directory; rerunning with the same config resumes there.
@@ -190,12 +201,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     The report dict (report.build_report) for fine-tuning jobs, or {'pretrain': metrics, 'checkpoint': path}
     for a pre-training job.
   """
+  config_validation.validate_config(config)
+  with workdir_lock.hold(workdir):
+    return _run_job(config, workdir, start_time)
+
+
+def _run_job(config: ml_collections.ConfigDict, workdir: str, start_time: Optional[float]) -> Dict[str, Any]:
+  """train_and_evaluate's body, under the workdir lock."""
   ctx = _setup(config, workdir, start_time)
   if tuple(config.methods) == ("pretrain",):
     return _pretrain(ctx)
   if "pretrain" in config.methods:
     raise ValueError("'pretrain' runs alone (configs/glyphs_pretrain.py); remove it from config.methods.")
   # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
+  present = ctx.dataset.present_classes  # |S| is checked against the classes it is drawn from, before training.
+  config_validation.validate_config(config, num_classes=ctx.dataset.num_classes if present is None else len(present))
   ctx.split = ClassSplit.from_config(config.class_split, ctx.dataset.num_classes,
                                      candidates=ctx.dataset.present_classes)
   ctx.class_mask = ctx.dataset.class_mask  # datasets.base.Dataset: None when every head class is scored.
@@ -205,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   runs = _run_methods(ctx, pre)
   pcv_out = _run_pcv(ctx, pre["heldout"]) if config.pcv.enabled else None
 
-  with ctx.progress.stage("Building the report"):
+  with ctx.progress.stage("Building the report"):  # Every output is written whole, and stale ones removed.
     from ftcal_jax import report_markdown  # pylint: disable=g-import-not-at-top  (matplotlib is slow)
     rep = report_lib.build_report(class_split=ctx.split, class_mask=ctx.class_mask, pcv=pcv_out,
                                   config=config.to_dict(), **runs)
@@ -263,5 +283,4 @@ def _write_summary(ctx: trainer.JobContext, rep: Optional[Mapping[str, Any]]) ->
     summary["ausuc"] = rep["ausuc"]
     summary["gammas"] = rep["gammas"]
     summary["findings"] = [{"claim": f["claim"], "holds": f["holds"]} for f in rep.get("findings", [])]
-  with open(os.path.join(ctx.workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1, default=str)
+  atomic_write.write_json(os.path.join(ctx.workdir, "summary.json"), summary, indent=1, default=str)

@@ -95,8 +95,9 @@ def _open_run(ctx: JobContext, name: str, method_name: str, train_split: str, cl
       "classes": None if classes is None else [int(c) for c in classes], "seed": seed, "config": ctx.fingerprint_config
   }
   run_dir = os.path.join(ctx.workdir, name)
+  # Two kept steps: a damaged latest one falls back on the one before (checkpointing.py).
   ckpt = checkpointing.Checkpointer(run_dir, fp_config, save_interval_steps=ctx.config.checkpoint_every_steps,
-                                    max_to_keep=1)
+                                    max_to_keep=2)
   kernel = ctx.init_params["head"]["kernel"]
   seen, absent = training_dynamics.class_masks(kernel.shape[-1], classes, ctx.split)
   history = training_dynamics.HeadHistory(kernel, seen, absent)
@@ -109,7 +110,10 @@ def _restore(ctx: JobContext, run: _Run, state) -> Tuple[Any, int]:
   if restored is None:
     return state, 0
   start = int(restored["step"])
-  run.history.load(run.history_path, start)
+  if not run.history.load(run.history_path, start):
+    # The head-norm record before `start` is lost, and the report needs it whole: retrain from the first step.
+    run.ckpt.set_aside_all(f"{run.history_path} is damaged")
+    return state, 0
   ctx.progress(f"{run.name}: resuming from the checkpoint at step {start}/{run.steps}")
   return state.replace(**restored), start
 

@@ -6,12 +6,14 @@ and `head_statistics` (mean ||w_c|| over S and over U, mean pairwise cosine of t
 HISTORY_KEYS; `summarize` condenses one history for the report's `head_norms` section.
 """
 
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
+
+from ftcal_jax import atomic_write
+from ftcal_jax import caches
 
 HISTORY_KEYS = ("step", "loss", "head_norm_seen", "head_norm_absent", "absent_update_cos")
 
@@ -84,17 +86,22 @@ class HeadHistory:
       self.values[k].append(v)
 
   def save(self, path: str) -> None:
-    with open(path, "w") as f:
-      json.dump(self.values, f)
+    atomic_write.write_json(path, self.values)  # A kill mid-write keeps the previous record whole.
 
-  def load(self, path: str, last_step: int) -> None:
-    """Resumes from a saved record (if `path` exists), keeping the entries up to `last_step`, the checkpoint's."""
+  def load(self, path: str, last_step: int) -> bool:
+    """Resumes from a saved record (if `path` exists), keeping the entries up to `last_step`, the checkpoint's.
+
+    Returns:
+      False when the file exists but is damaged (a DamagedFileWarning names it); the record is then left empty.
+    """
     if not os.path.exists(path):
-      return
-    with open(path) as f:
-      saved = json.load(f)
+      return True
+    saved = caches.read_json(path, required=HISTORY_KEYS, action="retraining the run from its first step")
+    if saved is None:
+      return False
     keep = [i for i, s in enumerate(saved["step"]) if s <= last_step]
     self.values = {k: [saved[k][i] for i in keep] for k in HISTORY_KEYS}
+    return True
 
 
 def summarize(hist: Mapping[str, Sequence[float]]) -> Dict[str, Any]:

@@ -6,6 +6,7 @@ fusing q/k/v the way timm stores them; `test_timm_fused_qkv_layout` checks that 
 attention arithmetic written out in torch.
 """
 
+import os
 import re
 
 import jax
@@ -301,3 +302,59 @@ def test_error_messages_name_key_and_shapes(ref):
     weights.load_torch_state_dict({**_to_timm(sd), "fc_norm.weight": np.ones(D)}, num_heads=HEADS, source="timm")
   with pytest.raises(ValueError, match="source must be 'hf' or 'timm'"):
     weights.load_torch_state_dict(sd, num_heads=HEADS, source="keras")
+
+
+# -- load_checkpoint_file: one entry point for init_checkpoint, any format ---------------------------------------------
+
+
+def test_load_checkpoint_file_dispatches_on_the_format(ref, tmp_path):
+  model, _, _, init, params = ref
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+  save_file(sd, tmp_path / "model.safetensors")
+  torch.save(sd, tmp_path / "pytorch_model.bin")
+  torch.save({"model": sd}, tmp_path / "ckpt.pth")
+  weights.save_npz(params, tmp_path / "vit.npz")
+  for name in ("vit.npz", "model.safetensors", "pytorch_model.bin", "ckpt.pth"):
+    loaded = weights.restore_into(init, weights.load_checkpoint_file(tmp_path / name, num_heads=HEADS))
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  # timm key names are recognised without source=.
+  timm_sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _to_timm(model.state_dict()).items()}
+  torch.save(timm_sd, tmp_path / "timm.pth")
+  loaded = weights.restore_into(init, weights.load_checkpoint_file(tmp_path / "timm.pth", num_heads=HEADS))
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  with pytest.raises(ValueError, match="PyTorch state dict: pass num_heads"):
+    weights.load_checkpoint_file(tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize("name,damage", [("vit.npz", "empty"), ("vit.npz", "truncate"),
+                                         ("model.safetensors", "truncate"), ("pytorch_model.bin", "truncate"),
+                                         ("vit.npz", "safetensors_inside"), ("weights.h5", "garbage"),
+                                         ("model.safetensors", "empty")])
+def test_damaged_or_unknown_files_name_the_path_and_the_formats(ref, tmp_path, name, damage):
+  model, _, _, _, params = ref
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+  save_file(sd, tmp_path / "good.safetensors")
+  torch.save(sd, tmp_path / "good.bin")
+  weights.save_npz(params, tmp_path / "good.npz")
+  good = {".npz": "good.npz", ".safetensors": "good.safetensors", ".bin": "good.bin"}
+  data = (tmp_path / good.get(os.path.splitext(name)[1], "good.npz")).read_bytes()
+  if damage == "empty":
+    data = b""
+  elif damage == "truncate":
+    data = data[:len(data) // 2]
+  elif damage == "safetensors_inside":  # What numpy used to answer with its message about pickles.
+    data = (tmp_path / "good.safetensors").read_bytes()
+  else:
+    data = b"\x89HDF\r\n" + bytes(100)
+  path = tmp_path / name
+  path.write_bytes(data)
+  with pytest.raises(ValueError,
+                     match=re.escape(str(path)) + r".*Accepted formats: \.npz .*\.safetensors.*weights_only"):
+    weights.load_checkpoint_file(path, num_heads=HEADS)
+
+
+def test_a_missing_checkpoint_file_names_the_path(tmp_path):
+  with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'x.npz'} does not exist. Accepted formats"):
+    weights.load_checkpoint_file(tmp_path / "x.npz")

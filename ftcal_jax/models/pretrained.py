@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from ftcal_jax import integrity
 from ftcal_jax.models import weights
 
 # The checkpoints shipped with the package (ftcal_jax/assets).
@@ -52,7 +53,10 @@ def init_params(config: Any, model: Any, image_shape: Sequence[int], progress: C
     return init(jax.random.key(config.seed))
   # With the loaded head kept, only shapes are needed: skip the random init altogether.
   params = jax.eval_shape(init, jax.random.key(config.seed)) if head == "keep" else init(jax.random.key(config.seed))
-  loaded = weights.load_npz(path)
+  # npz, safetensors or a torch state dict; a PyTorch file needs the head count to split q/k/v.
+  loaded = weights.load_checkpoint_file(path, num_heads=getattr(model, "num_heads", None))
+  # Before training: NaN weights would give a NaN loss whose message blames the learning rate.
+  integrity.check_finite(loaded, path)
   progress(f"Loaded {path} (head policy {head!r})")
   params = weights.restore_into(params, loaded, head=list(head) if not isinstance(head, str) else head)
   return jax.tree.map(jnp.asarray, params)

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import jax
 import numpy as np
 
+from ftcal_jax import atomic_write
+
 Params = Dict[str, Any]
 _POSEMB = "Transformer/posembed_input/pos_embedding"
 
@@ -50,9 +52,7 @@ def unflatten(flat: Mapping[str, Any]) -> Params:
 def save_npz(params: Mapping[str, Any], path: str) -> None:
   """Writes `params` as a vit_jax-style flat npz ('Transformer/encoderblock_0/LayerNorm_0/scale', ...)."""
   flat = {k: np.asarray(jax.device_get(v)) for k, v in flatten(params).items()}
-  # An open file keeps numpy from appending '.npz' to the name the caller chose.
-  with open(path, "wb") as f:
-    np.savez(f, **flat)
+  atomic_write.save_npz(path, **flat)  # Whole or not at all; under the name the caller chose.
 
 
 def load_npz(path: str, *, prefix: str = "") -> Params:
@@ -338,3 +338,50 @@ def _check_fit(want: Mapping[str, Any], got: Mapping[str, Any]) -> None:
     hint = (" For another number of classes use head='new' or a class list." if any(
         "'head/" in p for p in problems) else "")
     raise ValueError("Checkpoint does not fit the model: " + "; ".join(problems) + "." + hint)
+
+
+# --- one entry point for init_checkpoint files ------------------------------------------------------------------------
+
+ACCEPTED_FORMATS = ".npz (vit_jax/big_vision), .safetensors, or a PyTorch .bin/.pth/.pt state dict (weights_only)"
+
+
+def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[int] = None,
+                         source: Optional[str] = None) -> Params:
+  """Reads an init checkpoint of any supported format into the vit_jax parameter tree.
+
+  The format comes from the suffix: .npz; .safetensors; .bin, .pth or .pt.
+
+  Args:
+    path: the checkpoint file.
+    num_heads: attention heads of the model; needed for PyTorch formats (their q/k/v are not split by head).
+    source: for PyTorch formats, 'hf' or 'timm'; None guesses from the key names.
+
+  Returns:
+    nested dict of numpy arrays in vit_jax naming; feed it to `restore_into`.
+
+  Raises:
+    FileNotFoundError, ValueError: naming the path and the accepted formats (also for empty or truncated files).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"init checkpoint {path} does not exist. Accepted formats: {ACCEPTED_FORMATS}.")
+  size = os.path.getsize(path)
+  formats = {".npz": "npz", ".safetensors": "safetensors", ".bin": "torch", ".pth": "torch", ".pt": "torch"}
+  fmt = formats.get(os.path.splitext(path)[1].lower())
+  if fmt is None:
+    suffix = os.path.splitext(path)[1] or "a file without a suffix"
+    raise ValueError(f"init checkpoint {path}: ftcal_jax does not read {suffix}. Accepted formats: {ACCEPTED_FORMATS}.")
+  if size == 0:
+    raise ValueError(f"init checkpoint {path} is empty (0 bytes). Accepted formats: {ACCEPTED_FORMATS}.")
+  try:
+    if fmt == "npz":
+      return load_npz(path)
+    sd = _read_state_dict(path)
+  except Exception as e:  # pylint: disable=broad-except  # numpy, zipfile, safetensors and torch raise many types.
+    raise ValueError(
+        f"init checkpoint {path} ({size} bytes) cannot be read as {fmt} ({type(e).__name__}: {e}). Is "
+        f"the file complete, and in the format its name says? Accepted formats: {ACCEPTED_FORMATS}.") from e
+  if num_heads is None:
+    raise ValueError(f"init checkpoint {path} is a PyTorch state dict: pass num_heads (the model's attention heads).")
+  guess = "timm" if any(_TIMM_QKV.fullmatch(k) for k in sd) else "hf"  # timm fuses q/k/v: blocks.N.attn.qkv.
+  return load_torch_state_dict(sd, num_heads=num_heads, source=source or guess)
