@@ -1,0 +1,331 @@
+"""The paper's findings as statistics: margins with paired-bootstrap 95% intervals over test samples.
+
+Every finding compares two models on the same test samples ("Findings" in shared/paper.md):
+
+  collapse            Acc_u/y(FT) − Acc_u/y(pre-trained), claimed < 0 (points);
+  ncm_features        NCM Acc_u/y with FT features − with pre-trained features, claimed > 0 (points);
+  ausuc               AUSUC(FT) − AUSUC(pre-trained), claimed > 0 (AUSUC in [0, 1]);
+  dominance_at_seen   at the pre-trained Acc_s/y, the most Acc_u/y that FT + γ reaches, minus the pre-trained
+                      Acc_u/y, claimed > 0 (points);
+  dominance_at_unseen at the pre-trained Acc_u/y, the most Acc_s/y that FT + γ reaches, minus the pre-trained
+                      Acc_s/y, claimed > 0 (points);
+  recovery_<rule>     (Acc(FT + γ̂) − Acc(FT)) / (Acc(FT + γ*) − Acc(FT)) on Acc_y/y, claimed > 0.5.
+
+The bootstrap is paired: replicate b draws N test indices with replacement once, and every model (and both ends of
+every difference) is scored on that same resample. A resample is a (B, N) matrix of multiplicities w_bi, so each
+accuracy is a weighted count and each seen-unseen curve a weighted curve. The interval is the percentile interval
+(the empirical quantiles alpha/2 and 1 − alpha/2, numpy's 'inverted_cdf': order statistics, no interpolation, so
+−inf replicates stay −inf). A finding "holds" when its interval excludes the threshold in the claimed direction.
+
+What stays fixed across resamples: the models, the NCM class means (they come from training data; only the test
+samples are resampled, so the caller passes per-sample NCM correctness), the deployable γ̂ (ALG and PCV are
+chosen without test data) and γ* (the full-sample oracle). Keeping γ* fixed bootstraps the recovery of that one γ;
+re-choosing it on each resample would add the optimism of a maximum to every denominator.
+
+Dominance convention: FT + γ "reaches" Acc_u/y v at Acc_s/y >= a when some state of FT's exact seen-unseen curve
+(one γ interval) has acc_seen >= a and acc_unseen = v; the most it reaches is the maximum over those states. The
+curve is the set of states one γ can realise, so no interpolation between states. When no state qualifies the
+margin is −inf (it cannot hold).
+
+All of it is NumPy on integer counts: the curve's breakpoints are sorted once per model, and each replicate's
+curve is the cumulative sum of its weights in that fixed order, O(B·N) in all.
+"""
+
+from typing import Any, Dict, Mapping, NamedTuple, Optional
+
+import numpy as np
+
+from ftcal_jax import calibration
+from ftcal_jax import metrics
+
+DEFAULT_REPLICATES = 1000
+DEFAULT_SEED = 0
+DEFAULT_ALPHA = 0.05
+# "ALG/PCV recover most of γ*'s gain" holds when their recovery's interval lies above this fraction.
+RECOVERY_THRESHOLD = 0.5
+# Replicates per block: bounds memory to a few (block, N) int32 arrays (N = 7,000: ~7 MB each).
+_BLOCK = 250
+
+
+def resample_counts(num_samples: int, num_replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> np.ndarray:
+  """Multiplicities of a nonparametric bootstrap, deterministic given the seed.
+
+  Returns:
+    (B, N) int32: entry (b, i) counts how often test sample i is drawn in resample b; every row sums to N.
+  """
+  if num_samples < 1 or num_replicates < 1:
+    raise ValueError(f"Need num_samples >= 1 and num_replicates >= 1; got {num_samples}, {num_replicates}.")
+  idx = np.random.default_rng(seed).integers(0, num_samples, size=(num_replicates, num_samples))
+  idx += np.arange(num_replicates)[:, None] * num_samples
+  counts = np.bincount(idx.ravel(), minlength=num_replicates * num_samples)
+  return counts.reshape(num_replicates, num_samples).astype(np.int32)
+
+
+def correct_at(stats: calibration.SampleStats, gamma: float) -> np.ndarray:
+  """(N,) bool: is argmax(shift_absent(z, γ)) the label, from per-sample stats.
+
+  The rule of calibration.grid_from_stats: the best S class wins if max_S > fl(max_U + γ) in float32, or ties
+  with it and comes first in index order; rows with every logit -inf compare 0 with γ.
+  """
+  ms, mu = np.asarray(stats.max_s, np.float32), np.asarray(stats.max_u, np.float32)
+  dead = np.isneginf(ms) & np.isneginf(mu)
+  ms, mu = np.where(dead, np.float32(0), ms), np.where(dead, np.float32(0), mu)
+  thr = mu + np.float32(gamma)
+  pred_s = (ms > thr) | ((ms == thr) & np.asarray(stats.s_first, bool))
+  return np.where(pred_s, np.asarray(stats.s_correct, bool), np.asarray(stats.u_correct, bool))
+
+
+class CurveOrder(NamedTuple):
+  """A model's seen-unseen curve structure; only the weights change between resamples.
+
+  State 0 has every finite-breakpoint sample on its best U class (samples with max_U = -inf are always S); state
+  j >= 1 flips the j tie groups with the largest breakpoints γ_i = max_S − max_U to S. These G + 1 states are,
+  in order, the valid points of calibration.curve_from_stats.
+  """
+  order: np.ndarray  # (M,) samples with a finite breakpoint, by decreasing breakpoint (stable).
+  group_end: np.ndarray  # (G,) exclusive end of each tie group within `order`.
+  base_correct: np.ndarray  # (N,) bool: correct in state 0.
+  flip_delta: np.ndarray  # (M,) int32: change in correctness when order[k] flips to S.
+
+
+def curve_order(stats: calibration.SampleStats) -> CurveOrder:
+  """Sorts the breakpoints of (N,) per-sample stats once (float32, as calibration computes them)."""
+  ms, mu = np.asarray(stats.max_s, np.float32), np.asarray(stats.max_u, np.float32)
+  with np.errstate(invalid="ignore"):
+    gaps = ms - mu
+  gaps[np.isnan(gaps)] = -np.inf  # every logit -inf: never flips (calibration's dead rows)
+  s_ok, u_ok = np.asarray(stats.s_correct, bool), np.asarray(stats.u_correct, bool)
+  finite = np.flatnonzero(np.isfinite(gaps))
+  order = finite[np.argsort(-gaps[finite], kind="stable")]
+  g = gaps[order]
+  group_end = np.append(np.flatnonzero(g[1:] != g[:-1]) + 1, g.size) if g.size else np.zeros(0, np.int64)
+  base = np.where(gaps == np.inf, s_ok, u_ok)
+  delta = s_ok[order].astype(np.int32) - u_ok[order].astype(np.int32)
+  return CurveOrder(order, group_end, base, delta)
+
+
+def weighted_curve_hits(curve: CurveOrder, is_absent: np.ndarray, weights: np.ndarray):
+  """Weighted seen-unseen curves, one per row of weights, as hit counts.
+
+  Args:
+    curve: from curve_order.
+    is_absent: (N,) bool, the label is in U.
+    weights: (B, N) integer multiplicities (a row of ones is the plain curve; 2 counts a sample twice).
+
+  Returns:
+    (hits_seen, hits_unseen), each (B, G + 1) int64: weighted correct S / U samples in each state; divide by
+    weights @ ~is_absent and weights @ is_absent for Acc_s/y and Acc_u/y.
+  """
+  w = np.asarray(weights)
+  seen = ~np.asarray(is_absent, bool)
+  out = []
+  for rows in (seen, ~seen):
+    base = w @ (curve.base_correct & rows).astype(w.dtype)
+    # Counts fit the weights' dtype (at most N): keeping it avoids numpy's int64 accumulator.
+    steps = np.cumsum(w[:, curve.order] * (curve.flip_delta * rows[curve.order]).astype(w.dtype), axis=1, dtype=w.dtype)
+    at_ends = steps[:, curve.group_end - 1] if curve.group_end.size else steps[:, :0]
+    out.append(base[:, None].astype(np.int64) + np.concatenate([np.zeros((w.shape[0], 1), np.int64), at_ends], 1))
+  return out[0], out[1]
+
+
+def ausuc_from_hits(hits_seen, hits_unseen, n_seen, n_unseen) -> np.ndarray:
+  """(B,) float64 trapezoid area along the path (calibration.ausuc's rule), exact in integers until the division."""
+  dx = np.diff(hits_seen, axis=1)
+  ysum = hits_unseen[:, 1:] + hits_unseen[:, :-1]
+  return np.sum(dx * ysum, axis=1) / (2.0 * np.asarray(n_seen, np.float64) * np.asarray(n_unseen, np.float64))
+
+
+def weighted_ausuc(stats: calibration.SampleStats, weights: np.ndarray) -> np.ndarray:
+  """(B,) exact AUSUC of each weighted resample of (N,) stats; weights (B, N) integer multiplicities."""
+  absent = np.asarray(stats.is_absent, bool)
+  hs, hu = weighted_curve_hits(curve_order(stats), absent, weights)
+  w = np.asarray(weights)
+  return ausuc_from_hits(hs, hu, w @ (~absent).astype(w.dtype), w @ absent.astype(w.dtype))
+
+
+def _best_reach(hits_axis, hits_other, need_other):
+  """Per row: the most hits_axis over states with hits_other >= need_other; -1 when none. Also its state."""
+  masked = np.where(hits_other >= np.asarray(need_other)[:, None], hits_axis, -1)
+  state = np.argmax(masked, axis=1)  # first along the path (largest γ) among equal maxima
+  return masked[np.arange(masked.shape[0]), state], state
+
+
+class _Inputs(NamedTuple):
+  """Per-sample vectors shared by every replicate."""
+  absent: np.ndarray  # (N,) bool
+  pre_curve: CurveOrder
+  ft_curve: CurveOrder
+  correct: Dict[str, np.ndarray]  # name -> (N,) bool: 'pre', 'ft', 'ncm_pre', 'ncm_ft', 'star', 'hat_<rule>'
+
+
+def _ratio(num, den):
+  # Replicates where γ* gains nothing over FT leave the ratio undefined: counted as not recovering (-inf).
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(den > 0, num / np.where(den > 0, den, 1), -np.inf)
+
+
+def _replicate_stats(w: np.ndarray, inp: _Inputs) -> Dict[str, np.ndarray]:
+  """Every finding's statistic on each resample (rows of w); (b,) float64 arrays, plus the dominance states."""
+  seen = ~inp.absent
+  n_s = (w @ seen.astype(w.dtype)).astype(np.float64)
+  n_u = (w @ inp.absent.astype(w.dtype)).astype(np.float64)
+  hits = {k: (w @ (v & seen).astype(w.dtype), w @ (v & inp.absent).astype(w.dtype)) for k, v in inp.correct.items()}
+  pre_hs, pre_hu = weighted_curve_hits(inp.pre_curve, inp.absent, w)
+  ft_hs, ft_hu = weighted_curve_hits(inp.ft_curve, inp.absent, w)
+  reach_u, state_u = _best_reach(ft_hu, ft_hs, hits["pre"][0])
+  reach_s, state_s = _best_reach(ft_hs, ft_hu, hits["pre"][1])
+  out = {"collapse": 100.0 * (hits["ft"][1] - hits["pre"][1]) / n_u}
+  if "ncm_ft" in hits:
+    out["ncm_features"] = 100.0 * (hits["ncm_ft"][1] - hits["ncm_pre"][1]) / n_u
+  out.update({
+      "ausuc": ausuc_from_hits(ft_hs, ft_hu, n_s, n_u) - ausuc_from_hits(pre_hs, pre_hu, n_s, n_u),
+      "dominance_at_seen": np.where(reach_u >= 0, 100.0 * (reach_u - hits["pre"][1]) / n_u, -np.inf),
+      "dominance_at_unseen": np.where(reach_s >= 0, 100.0 * (reach_s - hits["pre"][0]) / n_s, -np.inf),
+      "_state_at_seen": state_u, "_state_at_unseen": state_s, "_ft_hits": (ft_hs, ft_hu), "_n": (n_s, n_u)
+  })
+  total = {k: h[0] + h[1] for k, h in hits.items()}
+  for k in inp.correct:
+    if k.startswith("hat_"):
+      out["recovery_" + k[4:]] = _ratio(total[k] - total["ft"], total["star"] - total["ft"])
+  return out
+
+
+_CLAIMS = {
+    "collapse":
+        ("FT lowers Acc_u/y below the pre-trained model", "Acc_u/y(FT) − Acc_u/y(pre-trained)", "points", "below", 0.0),
+    "ncm_features": ("NCM Acc_u/y with FT features is above NCM Acc_u/y with pre-trained features (features improve "
+                     "for absent classes)", "NCM Acc_u/y(FT) − NCM Acc_u/y(pre-trained)", "points", "above", 0.0),
+    "ausuc": ("AUSUC(FT) is above AUSUC(pre-trained)", "AUSUC(FT) − AUSUC(pre-trained)", "AUSUC", "above", 0.0),
+    "dominance_at_seen":
+        ("Pareto dominance: at the pre-trained Acc_s/y, FT + γ reaches more Acc_u/y",
+         "max Acc_u/y of FT + γ with Acc_s/y ≥ pre-trained's, − pre-trained Acc_u/y", "points", "above", 0.0),
+    "dominance_at_unseen":
+        ("Pareto dominance: at the pre-trained Acc_u/y, FT + γ reaches more Acc_s/y",
+         "max Acc_s/y of FT + γ with Acc_u/y ≥ pre-trained's, − pre-trained Acc_s/y", "points", "above", 0.0),
+}
+
+
+def _claim(key: str):
+  if key.startswith("recovery_"):
+    rule = key[len("recovery_"):]
+    return (f"{rule} recovers most (> {RECOVERY_THRESHOLD:.0%}) of γ*'s Acc_y/y gain over FT",
+            f"(Acc_y/y(FT + {rule}) − Acc_y/y(FT)) / (Acc_y/y(FT + γ*) − Acc_y/y(FT))", "ratio", "above",
+            RECOVERY_THRESHOLD)
+  return _CLAIMS[key]
+
+
+def _finding(key: str, estimate: float, replicates: np.ndarray, alpha: float) -> Dict[str, Any]:
+  claim, statistic, unit, direction, threshold = _claim(key)
+  lo, hi = np.quantile(replicates, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+  holds = bool(lo > threshold) if direction == "above" else bool(hi < threshold)
+  return {
+      "key": key, "claim": claim, "statistic": statistic, "unit": unit, "direction": direction, "threshold": threshold,
+      "estimate": float(estimate), "interval": [float(lo), float(hi)], "holds": holds
+  }
+
+
+def _curve_gammas(stats: calibration.SampleStats, num_states: int) -> np.ndarray:
+  """The γ inside each state's interval, from calibration's curve (same states, same order)."""
+  curve = calibration.curve_from_stats(calibration.SampleStats(*(np.asarray(x) for x in stats)))
+  gammas = np.asarray(curve.gammas, np.float64)[np.asarray(curve.valid, bool)]
+  if gammas.size != num_states:  # only if XLA and NumPy disagree on a breakpoint (a subnormal gap)
+    raise ValueError(f"calibration's curve has {gammas.size} valid points, findings' {num_states}.")
+  return gammas
+
+
+def _full_sample_points(full: Mapping[str, np.ndarray], gammas: np.ndarray) -> Dict[str, Any]:
+  """The two calibrated points of the dominance findings on FT's curve, in %, with their γ (for the figure)."""
+  (hs, hu), (n_s, n_u) = full["_ft_hits"], full["_n"]
+  pts = {}
+  for name in ("at_seen", "at_unseen"):
+    s = int(full[f"_state_{name}"][0])
+    pts[name] = {
+        "gamma": float(gammas[s]), "acc_s/y": float(100.0 * hs[0, s] / n_s[0]),
+        "acc_u/y": float(100.0 * hu[0, s] / n_u[0])
+    }
+  return pts
+
+
+def _correctness(pretrained, finetune, ncm_correct, calibrated_gammas, gamma_star):
+  """Per-sample correctness vectors (name -> (N,) bool) at every fixed γ, and the rules skipped."""
+  correct = {"pre": correct_at(pretrained, 0.0), "ft": correct_at(finetune, 0.0)}
+  if ncm_correct is not None:
+    correct["ncm_pre"] = np.asarray(ncm_correct["pretrained"], bool)
+    correct["ncm_ft"] = np.asarray(ncm_correct["finetune"], bool)
+    if correct["ncm_pre"].shape != correct["pre"].shape or correct["ncm_ft"].shape != correct["pre"].shape:
+      raise ValueError(f"ncm_correct must hold (N,) = {correct['pre'].shape} vectors for both models.")
+  correct["star"] = correct_at(finetune, gamma_star)
+  skipped = []
+  for rule, g in (calibrated_gammas or {}).items():
+    if g is None or not np.isfinite(g):
+      skipped.append(rule)
+    else:
+      correct[f"hat_{rule}"] = correct_at(finetune, g)
+  return correct, skipped
+
+
+def compute_findings(pretrained: calibration.SampleStats, finetune: calibration.SampleStats, *,
+                     ncm_correct: Optional[Mapping[str, np.ndarray]] = None,
+                     calibrated_gammas: Optional[Mapping[str, Optional[float]]] = None,
+                     gamma_star: Optional[float] = None, num_replicates: int = DEFAULT_REPLICATES,
+                     seed: int = DEFAULT_SEED, alpha: float = DEFAULT_ALPHA) -> Dict[str, Any]:
+  """The paper's findings on one test set, each with its paired-bootstrap interval.
+
+  Args:
+    pretrained, finetune: calibration.SampleStats ((N,) fields) of the two models on the same test samples, in
+      the same order (calibration.reduce_logits of their test logits).
+    ncm_correct: optional {'pretrained': (N,) bool, 'finetune': (N,) bool}: is the NCM prediction with each
+      model's features right on each test sample (class means from training data, fixed across resamples).
+    calibrated_gammas: optional {rule name, e.g. 'ALG': γ̂}; a None or NaN γ̂ is skipped (e.g. PCV found none).
+    gamma_star: γ* of FT; None takes the oracle on these test data (calibration's rule: the first state along
+      the path with the most correct samples).
+    num_replicates, seed, alpha: the bootstrap (deterministic given the seed) and the interval's level.
+
+  Returns:
+    {'findings': [dict per finding: key, claim, statistic, unit, direction, threshold, estimate, interval
+    [lo, hi], holds], 'points': {'pretrained': {'acc_s/y', 'acc_u/y'}, 'at_seen', 'at_unseen': {'gamma',
+    'acc_s/y', 'acc_u/y'}} (in %), 'gamma_star', 'skipped': [rule names], 'bootstrap': its settings}.
+  """
+  absent = np.asarray(finetune.is_absent, bool)
+  if not np.array_equal(np.asarray(pretrained.is_absent, bool), absent):
+    raise ValueError("pretrained and finetune stats must come from the same test samples in the same order.")
+  if absent.all() or not absent.any():
+    raise ValueError("The test samples need both S and U labels for the findings.")
+  ft_curve = curve_order(finetune)
+  gammas = _curve_gammas(finetune, ft_curve.group_end.size + 1)
+  if gamma_star is None:
+    hs, hu = weighted_curve_hits(ft_curve, absent, np.ones((1, absent.size), np.int32))
+    gamma_star = float(gammas[np.argmax((hs + hu)[0])])
+  correct, skipped = _correctness(pretrained, finetune, ncm_correct, calibrated_gammas, gamma_star)
+  inp = _Inputs(absent, curve_order(pretrained), ft_curve, correct)
+
+  full = _replicate_stats(np.ones((1, absent.size), np.int32), inp)
+  w = resample_counts(absent.size, num_replicates, seed)
+  blocks = [_replicate_stats(w[i:i + _BLOCK], inp) for i in range(0, num_replicates, _BLOCK)]
+  keys = [k for k in full if not k.startswith("_")]
+  (pre_s, pre_u), (n_s, n_u) = [(correct["pre"] & rows).sum() for rows in (~absent, absent)], full["_n"]
+  points = {
+      "pretrained": {"acc_s/y": float(100.0 * pre_s / n_s[0]), "acc_u/y": float(100.0 * pre_u / n_u[0])},
+      **_full_sample_points(full, gammas)
+  }
+  return {
+      "findings": [_finding(k, full[k][0], np.concatenate([b[k] for b in blocks]), alpha) for k in keys],
+      "points": points, "gamma_star": float(gamma_star), "skipped": skipped, "bootstrap": {
+          "replicates": int(num_replicates), "seed": int(seed), "alpha": float(alpha),
+          "method": "paired percentile bootstrap over test samples", "num_test_samples": int(absent.size)
+      }
+  }
+
+
+def ncm_correctness(test_features, test_labels, train_features, train_labels, num_classes: int) -> np.ndarray:
+  """(N,) bool: the NCM prediction (first index wins ties) equals the test label.
+
+  Args:
+    test_features: (N, D) float; test_labels: (N,) int.
+    train_features: (M, D) float; train_labels: (M,) int: the training data the class means come from.
+    num_classes: C.
+  """
+  means = metrics.ncm_class_means(train_features, train_labels, num_classes)
+  logits = np.asarray(metrics.ncm_logits(test_features, means))
+  logits = np.where(np.isnan(logits), -np.inf, logits)  # NaN counts as -inf, as in metrics.accuracies
+  return np.argmax(logits, axis=1) == np.asarray(test_labels)
