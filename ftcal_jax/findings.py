@@ -12,7 +12,9 @@ Every finding compares two models on the same test samples ("Findings" in shared
   recovery_<rule>     (Acc(FT + γ̂) − Acc(FT)) / (Acc(FT + γ*) − Acc(FT)) on Acc_y/y, claimed > 0.5.
 
 The bootstrap is paired: replicate b draws N test indices with replacement once, and every model (and both ends of
-every difference) is scored on that same resample. A resample is a (B, N) matrix of multiplicities w_bi, so each
+every difference) is scored on that same resample. It is stratified by the label's group: the n_S samples of S
+classes and the n_U of U classes are resampled separately, so every resample keeps the test set's n_S and n_U (the
+class split fixes them) and Acc_s/y, Acc_u/y are defined on every resample, even for tiny test sets. A resample is a (B, N) matrix of multiplicities w_bi, so each
 accuracy is a weighted count and each seen-unseen curve a weighted curve. The interval is the percentile interval
 (the empirical quantiles alpha/2 and 1 − alpha/2, numpy's 'inverted_cdf': order statistics, no interpolation, so
 −inf replicates stay −inf). A finding "holds" when its interval excludes the threshold in the claimed direction.
@@ -47,15 +49,28 @@ RECOVERY_THRESHOLD = 0.5
 _BLOCK = 250
 
 
-def resample_counts(num_samples: int, num_replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED) -> np.ndarray:
+def resample_counts(num_samples: int, num_replicates: int = DEFAULT_REPLICATES, seed: int = DEFAULT_SEED,
+                    strata: Optional[np.ndarray] = None) -> np.ndarray:
   """Multiplicities of a nonparametric bootstrap, deterministic given the seed.
 
+  Args:
+    num_samples: N.
+    num_replicates: B.
+    seed: NumPy Generator seed.
+    strata: optional (N,) labels (bool or int); each stratum is resampled on its own, keeping its size.
+
   Returns:
-    (B, N) int32: entry (b, i) counts how often test sample i is drawn in resample b; every row sums to N.
+    (B, N) int32: entry (b, i) counts how often test sample i is drawn in resample b; every row sums to N (and
+    to each stratum's size over that stratum).
   """
   if num_samples < 1 or num_replicates < 1:
     raise ValueError(f"Need num_samples >= 1 and num_replicates >= 1; got {num_samples}, {num_replicates}.")
-  idx = np.random.default_rng(seed).integers(0, num_samples, size=(num_replicates, num_samples))
+  strata = np.zeros(num_samples, np.int64) if strata is None else np.asarray(strata)
+  if strata.shape != (num_samples,):
+    raise ValueError(f"strata must have shape ({num_samples},); got {strata.shape}.")
+  rng = np.random.default_rng(seed)
+  members = [np.flatnonzero(strata == g) for g in np.unique(strata)]
+  idx = np.concatenate([m[rng.integers(0, m.size, size=(num_replicates, m.size))] for m in members], axis=1)
   idx += np.arange(num_replicates)[:, None] * num_samples
   counts = np.bincount(idx.ravel(), minlength=num_replicates * num_samples)
   return counts.reshape(num_replicates, num_samples).astype(np.int32)
@@ -300,7 +315,7 @@ def compute_findings(pretrained: calibration.SampleStats, finetune: calibration.
   inp = _Inputs(absent, curve_order(pretrained), ft_curve, correct)
 
   full = _replicate_stats(np.ones((1, absent.size), np.int32), inp)
-  w = resample_counts(absent.size, num_replicates, seed)
+  w = resample_counts(absent.size, num_replicates, seed, strata=absent)
   blocks = [_replicate_stats(w[i:i + _BLOCK], inp) for i in range(0, num_replicates, _BLOCK)]
   keys = [k for k in full if not k.startswith("_")]
   (pre_s, pre_u), (n_s, n_u) = [(correct["pre"] & rows).sum() for rows in (~absent, absent)], full["_n"]
@@ -312,7 +327,8 @@ def compute_findings(pretrained: calibration.SampleStats, finetune: calibration.
       "findings": [_finding(k, full[k][0], np.concatenate([b[k] for b in blocks]), alpha) for k in keys],
       "points": points, "gamma_star": float(gamma_star), "skipped": skipped, "bootstrap": {
           "replicates": int(num_replicates), "seed": int(seed), "alpha": float(alpha),
-          "method": "paired percentile bootstrap over test samples", "num_test_samples": int(absent.size)
+          "method": "paired percentile bootstrap over test samples, stratified by S/U",
+          "num_test_samples": int(absent.size)
       }
   }
 
