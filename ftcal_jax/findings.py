@@ -119,50 +119,63 @@ def curve_order(stats: calibration.SampleStats) -> CurveOrder:
   return CurveOrder(order, group_end, base, delta)
 
 
+def _transposed(weights) -> np.ndarray:
+  """(N, B) int32 C-contiguous copy of (B, N) weights: the layout _state_hits works in."""
+  return np.ascontiguousarray(np.asarray(weights, np.int32).T)
+
+
+def _state_hits(curve: CurveOrder, seen: np.ndarray, wt: np.ndarray):
+  """(hits_seen, hits_unseen), each (G + 1, B) int32, from transposed weights wt (N, B).
+
+  State-major layout: gathering rows of wt in curve order copies one contiguous row per sample, and the cumulative
+  sum runs down rows for all replicates at once. Counts are at most N, so int32 holds them.
+  """
+  wo = wt[curve.order]
+  out = []
+  for rows in (seen, ~seen):
+    base = (curve.base_correct & rows).astype(np.int32) @ wt
+    steps = np.cumsum(wo * (curve.flip_delta * rows[curve.order])[:, None], axis=0, dtype=np.int32)
+    out.append(np.concatenate([base[None], base[None] + steps[curve.group_end - 1]], axis=0))
+  return out[0], out[1]
+
+
+def _area(hs, hu, n_s, n_u):
+  """(B,) trapezoid area along the path (calibration.ausuc's rule) from (P, B) hits; exact until the division."""
+  dx = np.diff(hs, axis=0).astype(np.int64)
+  return np.sum(dx * (hu[1:] + hu[:-1]), axis=0) / (2.0 * n_s * n_u)
+
+
 def weighted_curve_hits(curve: CurveOrder, is_absent: np.ndarray, weights: np.ndarray):
   """Weighted seen-unseen curves, one per row of weights, as hit counts.
 
   Args:
     curve: from curve_order.
     is_absent: (N,) bool, the label is in U.
-    weights: (B, N) integer multiplicities (a row of ones is the plain curve; 2 counts a sample twice).
+    weights: (B, N) non-negative integer multiplicities (a row of ones is the plain curve; 2 counts a sample
+      twice, 0 drops it).
 
   Returns:
-    (hits_seen, hits_unseen), each (B, G + 1) int64: weighted correct S / U samples in each state; divide by
-    weights @ ~is_absent and weights @ is_absent for Acc_s/y and Acc_u/y.
+    (hits_seen, hits_unseen), each (B, G + 1) int32: weighted correct S / U samples in each
+    state; divide by weights @ ~is_absent and weights @ is_absent for Acc_s/y and Acc_u/y.
   """
-  w = np.asarray(weights)
-  seen = ~np.asarray(is_absent, bool)
-  out = []
-  for rows in (seen, ~seen):
-    base = w @ (curve.base_correct & rows).astype(w.dtype)
-    # Counts fit the weights' dtype (at most N): keeping it avoids numpy's int64 accumulator.
-    steps = np.cumsum(w[:, curve.order] * (curve.flip_delta * rows[curve.order]).astype(w.dtype), axis=1, dtype=w.dtype)
-    at_ends = steps[:, curve.group_end - 1] if curve.group_end.size else steps[:, :0]
-    out.append(base[:, None].astype(np.int64) + np.concatenate([np.zeros((w.shape[0], 1), np.int64), at_ends], 1))
-  return out[0], out[1]
-
-
-def ausuc_from_hits(hits_seen, hits_unseen, n_seen, n_unseen) -> np.ndarray:
-  """(B,) float64 trapezoid area along the path (calibration.ausuc's rule), exact in integers until the division."""
-  dx = np.diff(hits_seen, axis=1)
-  ysum = hits_unseen[:, 1:] + hits_unseen[:, :-1]
-  return np.sum(dx * ysum, axis=1) / (2.0 * np.asarray(n_seen, np.float64) * np.asarray(n_unseen, np.float64))
+  hs, hu = _state_hits(curve, ~np.asarray(is_absent, bool), _transposed(weights))
+  return hs.T, hu.T
 
 
 def weighted_ausuc(stats: calibration.SampleStats, weights: np.ndarray) -> np.ndarray:
   """(B,) exact AUSUC of each weighted resample of (N,) stats; weights (B, N) integer multiplicities."""
   absent = np.asarray(stats.is_absent, bool)
-  hs, hu = weighted_curve_hits(curve_order(stats), absent, weights)
-  w = np.asarray(weights)
-  return ausuc_from_hits(hs, hu, w @ (~absent).astype(w.dtype), w @ absent.astype(w.dtype))
+  wt = _transposed(weights)
+  hs, hu = _state_hits(curve_order(stats), ~absent, wt)
+  return _area(hs, hu, (~absent).astype(np.int32) @ wt, absent.astype(np.int32) @ wt)
 
 
 def _best_reach(hits_axis, hits_other, need_other):
-  """Per row: the most hits_axis over states with hits_other >= need_other; -1 when none. Also its state."""
-  masked = np.where(hits_other >= np.asarray(need_other)[:, None], hits_axis, -1)
-  state = np.argmax(masked, axis=1)  # first along the path (largest γ) among equal maxima
-  return masked[np.arange(masked.shape[0]), state], state
+  """Per replicate (column of (P, B) hits): the most hits_axis over states with hits_other >= need_other (-1
+  when none), and that state."""
+  masked = np.where(hits_other >= need_other[None, :], hits_axis, -1)
+  state = np.argmax(masked, axis=0)  # first along the path (largest γ) among equal maxima
+  return masked[state, np.arange(masked.shape[1])], state
 
 
 class _Inputs(NamedTuple):
@@ -180,20 +193,23 @@ def _ratio(num, den):
 
 
 def _replicate_stats(w: np.ndarray, inp: _Inputs) -> Dict[str, np.ndarray]:
-  """Every finding's statistic on each resample (rows of w); (b,) float64 arrays, plus the dominance states."""
+  """Every finding's statistic on each resample (rows of w (b, N)); (b,) float64 arrays, plus dominance states."""
   seen = ~inp.absent
-  n_s = (w @ seen.astype(w.dtype)).astype(np.float64)
-  n_u = (w @ inp.absent.astype(w.dtype)).astype(np.float64)
-  hits = {k: (w @ (v & seen).astype(w.dtype), w @ (v & inp.absent).astype(w.dtype)) for k, v in inp.correct.items()}
-  pre_hs, pre_hu = weighted_curve_hits(inp.pre_curve, inp.absent, w)
-  ft_hs, ft_hu = weighted_curve_hits(inp.ft_curve, inp.absent, w)
+  wt = _transposed(w)
+  n_s, n_u = seen.astype(np.int32) @ wt, inp.absent.astype(np.int32) @ wt
+  names = list(inp.correct)
+  groups = np.stack([inp.correct[k] & rows for k in names for rows in (seen, inp.absent)]).astype(np.int32)
+  counts = groups @ wt  # (2K, b): one product for every fixed-γ accuracy
+  hits = {k: (counts[2 * i], counts[2 * i + 1]) for i, k in enumerate(names)}
+  pre_hs, pre_hu = _state_hits(inp.pre_curve, seen, wt)
+  ft_hs, ft_hu = _state_hits(inp.ft_curve, seen, wt)
   reach_u, state_u = _best_reach(ft_hu, ft_hs, hits["pre"][0])
   reach_s, state_s = _best_reach(ft_hs, ft_hu, hits["pre"][1])
   out = {"collapse": 100.0 * (hits["ft"][1] - hits["pre"][1]) / n_u}
   if "ncm_ft" in hits:
     out["ncm_features"] = 100.0 * (hits["ncm_ft"][1] - hits["ncm_pre"][1]) / n_u
   out.update({
-      "ausuc": ausuc_from_hits(ft_hs, ft_hu, n_s, n_u) - ausuc_from_hits(pre_hs, pre_hu, n_s, n_u),
+      "ausuc": _area(ft_hs, ft_hu, n_s, n_u) - _area(pre_hs, pre_hu, n_s, n_u),
       "dominance_at_seen": np.where(reach_u >= 0, 100.0 * (reach_u - hits["pre"][1]) / n_u, -np.inf),
       "dominance_at_unseen": np.where(reach_s >= 0, 100.0 * (reach_s - hits["pre"][0]) / n_s, -np.inf),
       "_state_at_seen": state_u, "_state_at_unseen": state_s, "_ft_hits": (ft_hs, ft_hu), "_n": (n_s, n_u)
@@ -255,8 +271,8 @@ def _full_sample_points(full: Mapping[str, np.ndarray], gammas: np.ndarray) -> D
   for name in ("at_seen", "at_unseen"):
     s = int(full[f"_state_{name}"][0])
     pts[name] = {
-        "gamma": float(gammas[s]), "acc_s/y": float(100.0 * hs[0, s] / n_s[0]),
-        "acc_u/y": float(100.0 * hu[0, s] / n_u[0])
+        "gamma": float(gammas[s]), "acc_s/y": float(100.0 * hs[s, 0] / n_s[0]),
+        "acc_u/y": float(100.0 * hu[s, 0] / n_u[0])
     }
   return pts
 
