@@ -14,10 +14,11 @@ Every finding compares two models on the same test samples ("Findings" in shared
 The bootstrap is paired: replicate b draws N test indices with replacement once, and every model (and both ends of
 every difference) is scored on that same resample. It is stratified by the label's group: the n_S samples of S
 classes and the n_U of U classes are resampled separately, so every resample keeps the test set's n_S and n_U (the
-class split fixes them) and Acc_s/y, Acc_u/y are defined on every resample, even for tiny test sets. A resample is a (B, N) matrix of multiplicities w_bi, so each
-accuracy is a weighted count and each seen-unseen curve a weighted curve. The interval is the percentile interval
-(the empirical quantiles alpha/2 and 1 − alpha/2, numpy's 'inverted_cdf': order statistics, no interpolation, so
-−inf replicates stay −inf). A finding "holds" when its interval excludes the threshold in the claimed direction.
+class split fixes them) and Acc_s/y, Acc_u/y are defined on every resample, even for tiny test sets. A resample is
+a (B, N) matrix of multiplicities w_bi, so each accuracy is a weighted count and each seen-unseen curve a weighted
+curve. The interval is the percentile interval (the empirical quantiles alpha/2 and 1 − alpha/2, numpy's
+'inverted_cdf': order statistics, no interpolation, so −inf replicates stay −inf). A finding "holds" when its
+interval excludes the threshold in the claimed direction.
 
 What stays fixed across resamples: the models, the NCM class means (they come from training data; only the test
 samples are resampled, so the caller passes per-sample NCM correctness), the deployable γ̂ (ALG and PCV are
