@@ -362,3 +362,43 @@ def ncm_correctness(test_features, test_labels, train_features, train_labels, nu
   logits = np.asarray(metrics.ncm_logits(test_features, means))
   logits = np.where(np.isnan(logits), -np.inf, logits)  # NaN counts as -inf, as in metrics.accuracies
   return np.argmax(logits, axis=1) == np.asarray(test_labels)
+
+
+def from_predictions(test: Mapping[str, Any], absent_mask: np.ndarray, *, ncm_train: Optional[Mapping[str, Any]] = None,
+                     **kwargs) -> Dict[str, Any]:
+  """compute_findings from cached predictions (evaluation.Predictions or anything with the same fields).
+
+  Args:
+    test: {'pretrained', 'finetune'} -> predictions on the same test samples: logits (N, C), labels (N,),
+      features (N, D).
+    absent_mask: (C,) bool, True for classes in U.
+    ncm_train: optional {'pretrained', 'finetune'} -> predictions on the training data the NCM class means come
+      from; without both, the NCM finding is left out.
+    **kwargs: calibrated_gammas, gamma_star, num_replicates, seed, alpha of compute_findings.
+
+  Returns:
+    compute_findings' dict.
+  """
+  absent = np.asarray(absent_mask, bool)
+  models = ("pretrained", "finetune")
+  stats = {k: calibration.reduce_logits(test[k].logits, test[k].labels, absent) for k in models}
+  ncm = None
+  if ncm_train is not None and all(k in ncm_train for k in models):
+    ncm = {
+        k: ncm_correctness(test[k].features, test[k].labels, ncm_train[k].features, ncm_train[k].labels, absent.size)
+        for k in models
+    }
+  return compute_findings(stats["pretrained"], stats["finetune"], ncm_correct=ncm, **kwargs)
+
+
+def evidence(finding: Mapping[str, Any]) -> str:
+  """One line for a report: the estimate, its interval and the claimed direction, e.g.
+  'margin −31.56 points (95% interval [−33.02, −30.11]; claimed < 0)'."""
+  digits = 4 if finding["unit"] == "AUSUC" else 2
+  unit = " points" if finding["unit"] == "points" else ""
+  name = "ratio" if finding["unit"] == "ratio" else "margin"
+  num = lambda v: "–" if v is None else (f"{v:+.{digits}f}" if name == "margin" else f"{v:.{digits}f}")
+  lo, hi = finding["interval"]
+  side = ">" if finding["direction"] == "above" else "<"
+  return (f"{name} {num(finding['estimate'])}{unit} (95% interval [{num(lo)}, {num(hi)}]; claimed {side} "
+          f"{finding['threshold']:g})")

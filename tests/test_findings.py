@@ -222,3 +222,34 @@ def test_deterministic_given_the_seed():
 def test_rejects_mismatched_samples():
   with pytest.raises(ValueError, match="same test samples"):
     findings.compute_findings(_stats(PRE), _stats(FT, np.array([0, 1, 2, 0], np.int32)))
+
+
+def test_from_predictions_and_evidence():
+  rng = np.random.default_rng(10)
+  pre, labels, absent = _random_problem(rng, 600, 8)
+  ft = (rng.normal(size=pre.shape) + 2.0 * np.eye(8)[labels] + 1.0 * ~absent).astype(np.float32)
+
+  class Preds:  # the fields of evaluation.Predictions
+
+    def __init__(self, logits, labels):
+      self.logits, self.labels = logits, labels
+      self.features = rng.normal(size=(labels.size, 5)).astype(np.float32) + np.eye(8, 5)[labels]
+
+  test = {"pretrained": Preds(pre, labels), "finetune": Preds(ft, labels)}
+  train_labels = np.arange(80, dtype=np.int32) % 8
+  train = {k: Preds(np.zeros((80, 8), np.float32), train_labels) for k in test}
+  out = findings.from_predictions(test, absent, ncm_train=train, num_replicates=100)
+  ncm = {k: findings.ncm_correctness(test[k].features, labels, train[k].features, train_labels, 8) for k in test}
+  want = findings.compute_findings(_stats(pre, labels, absent), _stats(ft, labels, absent), ncm_correct=ncm,
+                                   num_replicates=100)
+  assert out == want
+  # NCM correctness agrees with metrics' NCM accuracy on U samples.
+  means = metrics.ncm_class_means(train["finetune"].features, train_labels, 8)
+  acc = metrics.accuracies(np.asarray(metrics.ncm_logits(test["finetune"].features, means)), labels, absent)
+  assert float(acc["acc_u/y"]) == pytest.approx(100 * ncm["finetune"][absent[labels]].mean(), abs=1e-4)
+  f = _by_key(out)
+  line = findings.evidence(f["collapse"])
+  assert line.startswith(f"margin {f['collapse']['estimate']:+.2f} points (95% interval [") and "claimed < 0" in line
+  assert "claimed > 0.5" in findings.evidence(
+      {**f["collapse"], "unit": "ratio", "direction": "above", "threshold": 0.5})
+  assert findings.evidence(f["ausuc"]).startswith(f"margin {f['ausuc']['estimate']:+.4f} (")
