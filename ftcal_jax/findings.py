@@ -30,8 +30,8 @@ Dominance convention: FT + γ "reaches" Acc_u/y v at Acc_s/y >= a when some stat
 curve is the set of states one γ can realise, so no interpolation between states. When no state qualifies the
 margin is −inf (it cannot hold).
 
-All of it is NumPy on integer counts: the curve's breakpoints are sorted once per model, and each replicate's
-curve is the cumulative sum of its weights in that fixed order, O(B·N) in all.
+All of it is NumPy on integer counts: a curve's breakpoints are sorted once per model; a replicate's curve is the
+cumulative sum of its weights in that fixed order, O(B·N) in all.
 """
 
 from typing import Any, Dict, Mapping, NamedTuple, Optional
@@ -55,20 +55,16 @@ def resample_counts(num_samples: int, num_replicates: int = DEFAULT_REPLICATES, 
   """Multiplicities of a nonparametric bootstrap, deterministic given the seed.
 
   Args:
-    num_samples: N.
-    num_replicates: B.
-    seed: NumPy Generator seed.
+    num_samples, num_replicates, seed: N, B and the NumPy Generator seed.
     strata: optional (N,) labels (bool or int); each stratum is resampled on its own, keeping its size.
 
   Returns:
-    (B, N) int32: entry (b, i) counts how often test sample i is drawn in resample b; every row sums to N (and
-    to each stratum's size over that stratum).
+    (B, N) int32: entry (b, i) counts how often test sample i is drawn in resample b; every row sums to N.
   """
-  if num_samples < 1 or num_replicates < 1:
-    raise ValueError(f"Need num_samples >= 1 and num_replicates >= 1; got {num_samples}, {num_replicates}.")
   strata = np.zeros(num_samples, np.int64) if strata is None else np.asarray(strata)
-  if strata.shape != (num_samples,):
-    raise ValueError(f"strata must have shape ({num_samples},); got {strata.shape}.")
+  if num_samples < 1 or num_replicates < 1 or strata.shape != (num_samples,):
+    raise ValueError(f"Need N >= 1, B >= 1 and strata of shape (N,); got N = {num_samples}, B = {num_replicates}, "
+                     f"strata {strata.shape}.")
   rng = np.random.default_rng(seed)
   members = [np.flatnonzero(strata == g) for g in np.unique(strata)]
   idx = np.concatenate([m[rng.integers(0, m.size, size=(num_replicates, m.size))] for m in members], axis=1)
@@ -351,13 +347,8 @@ def compute_findings(pretrained: calibration.SampleStats, finetune: calibration.
 
 
 def ncm_correctness(test_features, test_labels, train_features, train_labels, num_classes: int) -> np.ndarray:
-  """(N,) bool: the NCM prediction (first index wins ties) equals the test label.
-
-  Args:
-    test_features: (N, D) float; test_labels: (N,) int.
-    train_features: (M, D) float; train_labels: (M,) int: the training data the class means come from.
-    num_classes: C.
-  """
+  """(N,) bool: the NCM prediction (first index wins ties) on test (N, D) features equals the (N,) label; the C
+  class means come from the (M, D) training features and (M,) labels."""
   means = metrics.ncm_class_means(train_features, train_labels, num_classes)
   logits = np.asarray(metrics.ncm_logits(test_features, means))
   logits = np.where(np.isnan(logits), -np.inf, logits)  # NaN counts as -inf, as in metrics.accuracies
