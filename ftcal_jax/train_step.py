@@ -76,6 +76,16 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: M
   return copy(state)
 
 
+def _reference_regulariser(loss: str, out, logits, ref, taps, absent_mask, ldifs_config, ht_config):
+  """The term that ties the fine-tuned model to the frozen pre-trained one: LDIFS or HT's U distillation."""
+  if loss == "ldifs":
+    return ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps, ldifs_config.normalisation)
+  if loss == "holistic_transfer":
+    return ht_config.distill_weight * holistic_transfer.absent_distillation(logits, ref["logits"], absent_mask,
+                                                                            ht_config.temperature)
+  raise ValueError(f"Method loss {loss!r} needs a reference model but has no regulariser.")
+
+
 def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
                     absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
                     ldifs_config=None, ht_config=None):
@@ -116,13 +126,8 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     reg = jnp.zeros((), jnp.float32)
     if method.needs_reference:
-      ref = model.apply({"params": ref_params}, images, train=False, feature_blocks=taps)
-      ref = jax.lax.stop_gradient(ref)
-      if method.loss == "ldifs":
-        reg = ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps, ldifs_config.normalisation)
-      elif method.loss == "holistic_transfer":
-        reg = ht_config.distill_weight * holistic_transfer.absent_distillation(logits, ref["logits"], absent_mask,
-                                                                               ht_config.temperature)
+      ref = jax.lax.stop_gradient(model.apply({"params": ref_params}, images, train=False, feature_blocks=taps))
+      reg = _reference_regulariser(method.loss, out, logits, ref, taps, absent_mask, ldifs_config, ht_config)
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce + reg, {"ce": ce, "reg": reg, "accuracy": acc}
 

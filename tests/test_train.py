@@ -160,21 +160,8 @@ def test_clear_errors(data_dir, tmp_path, overrides, message):
     train.train_and_evaluate(_testing_config(data_dir, **overrides), str(tmp_path))
 
 
-def test_head_statistics():
-  init = np.zeros((2, 4))
-  kernel = np.array([[3.0, 0.0, 1.0, 2.0], [4.0, 1.0, 0.0, 0.0]])
-  seen = np.array([True, True, False, False])
-  s, u, cos = train.head_statistics(kernel, init, seen, ~seen)
-  assert s == pytest.approx((5.0 + 1.0) / 2)
-  assert u == pytest.approx((1.0 + 2.0) / 2)
-  assert cos == pytest.approx(1.0)  # Both U columns moved along the same direction.
-  kernel[1, 3] = -2.0
-  assert train.head_statistics(kernel, init, seen, ~seen)[2] == pytest.approx(np.sqrt(0.5))
-
-
 def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
-  from ftcal_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from ftcal_jax.datasets import glyphs, registry  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.datasets import array_source, glyphs, registry  # pylint: disable=g-import-not-at-top
 
   def load(split):
     images, labels = glyphs.load_glyphs_arrays(split, config="small", data_dir=str(data_dir))
@@ -183,8 +170,8 @@ def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
     return images, labels
 
   registry.register_dataset(
-      "glyphs_without_0", lambda cfg: input_pipeline.
-      ArrayDataset(name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(
+      "glyphs_without_0",
+      lambda cfg: array_source.ArrayDataset(name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(
           str(c) for c in range(47)), train_split="target_train", test_split="target_test"))
   config = _testing_config(
       data_dir, **{"dataset.name": "glyphs_without_0", "class_split.kind": "explicit", "class_split.seen": (0,)})
