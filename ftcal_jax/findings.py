@@ -233,23 +233,23 @@ _CLAIMS = {
 }
 
 
-def _claim(key: str):
+def describe(key: str) -> Dict[str, Any]:
+  """What finding `key` claims: {'claim', 'statistic', 'unit', 'direction', 'threshold'}."""
   if key.startswith("recovery_"):
     rule = key[len("recovery_"):]
-    return (f"{rule} recovers most (> {RECOVERY_THRESHOLD:.0%}) of γ*'s Acc_y/y gain over FT",
-            f"(Acc_y/y(FT + {rule}) − Acc_y/y(FT)) / (Acc_y/y(FT + γ*) − Acc_y/y(FT))", "ratio", "above",
-            RECOVERY_THRESHOLD)
-  return _CLAIMS[key]
+    row = (f"{rule} recovers most (> {RECOVERY_THRESHOLD:.0%}) of γ*'s Acc_y/y gain over FT",
+           f"(Acc_y/y(FT + {rule}) − Acc_y/y(FT)) / (Acc_y/y(FT + γ*) − Acc_y/y(FT))", "ratio", "above",
+           RECOVERY_THRESHOLD)
+  else:
+    row = _CLAIMS[key]
+  return dict(zip(("claim", "statistic", "unit", "direction", "threshold"), row))
 
 
 def _finding(key: str, estimate: float, replicates: np.ndarray, alpha: float) -> Dict[str, Any]:
-  claim, statistic, unit, direction, threshold = _claim(key)
+  d = describe(key)
   lo, hi = np.quantile(replicates, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-  holds = bool(lo > threshold) if direction == "above" else bool(hi < threshold)
-  return {
-      "key": key, "claim": claim, "statistic": statistic, "unit": unit, "direction": direction, "threshold": threshold,
-      "estimate": float(estimate), "interval": [float(lo), float(hi)], "holds": holds
-  }
+  holds = bool(lo > d["threshold"]) if d["direction"] == "above" else bool(hi < d["threshold"])
+  return {"key": key, **d, "estimate": float(estimate), "interval": [float(lo), float(hi)], "holds": holds}
 
 
 def _curve_gammas(stats: calibration.SampleStats, num_states: int) -> np.ndarray:
