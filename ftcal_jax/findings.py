@@ -184,9 +184,9 @@ class _Inputs(NamedTuple):
 
 
 def _ratio(num, den):
-  # Replicates where γ* gains nothing over FT leave the ratio undefined: counted as not recovering (-inf).
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return np.where(den > 0, num / np.where(den > 0, den, 1), -np.inf)
+  # Integer counts: den > 0 means den >= 1. Replicates where γ* gains nothing over FT leave the ratio undefined:
+  # they count as not recovering (-inf).
+  return np.where(den > 0, num / np.maximum(den, 1), -np.inf)
 
 
 def _replicate_stats(w: np.ndarray, inp: _Inputs) -> Dict[str, np.ndarray]:
@@ -349,10 +349,9 @@ def compute_findings(pretrained: calibration.SampleStats, finetune: calibration.
 def ncm_correctness(test_features, test_labels, train_features, train_labels, num_classes: int) -> np.ndarray:
   """(N,) bool: the NCM prediction (first index wins ties) on test (N, D) features equals the (N,) label; the C
   class means come from the (M, D) training features and (M,) labels."""
-  means = metrics.ncm_class_means(train_features, train_labels, num_classes)
-  logits = np.asarray(metrics.ncm_logits(test_features, means))
-  logits = np.where(np.isnan(logits), -np.inf, logits)  # NaN counts as -inf, as in metrics.accuracies
-  return np.argmax(logits, axis=1) == np.asarray(test_labels)
+  logits = np.asarray(
+      metrics.ncm_logits(test_features, metrics.ncm_class_means(train_features, train_labels, num_classes)))
+  return np.argmax(np.where(np.isnan(logits), -np.inf, logits), axis=1) == np.asarray(test_labels)
 
 
 def from_predictions(test: Mapping[str, Any], absent_mask: np.ndarray, *, ncm_train: Optional[Mapping[str, Any]] = None,
@@ -380,16 +379,3 @@ def from_predictions(test: Mapping[str, Any], absent_mask: np.ndarray, *, ncm_tr
         for k in models
     }
   return compute_findings(stats["pretrained"], stats["finetune"], ncm_correct=ncm, **kwargs)
-
-
-def evidence(finding: Mapping[str, Any]) -> str:
-  """One line for a report: the estimate, its interval and the claimed direction, e.g.
-  'margin −31.56 points (95% interval [−33.02, −30.11]; claimed < 0)'."""
-  digits = 4 if finding["unit"] == "AUSUC" else 2
-  unit = " points" if finding["unit"] == "points" else ""
-  name = "ratio" if finding["unit"] == "ratio" else "margin"
-  num = lambda v: "–" if v is None else (f"{v:+.{digits}f}" if name == "margin" else f"{v:.{digits}f}")
-  lo, hi = finding["interval"]
-  side = ">" if finding["direction"] == "above" else "<"
-  return (f"{name} {num(finding['estimate'])}{unit} (95% interval [{num(lo)}, {num(hi)}]; claimed {side} "
-          f"{finding['threshold']:g})")

@@ -119,6 +119,27 @@ def _finding_values(key: str, report: Mapping[str, Any], points: Mapping[str, An
           f"FT+γ* {top1['finetune+gamma*']['acc_y/y']:.2f}")
 
 
+def format_finding(finding: Mapping[str, Any]) -> Dict[str, str]:
+  """Display strings of a finding, e.g. {'estimate': 'margin −31.56 points', 'interval': '[−33.02, −30.11]',
+  'claimed': 'claimed < 0'}; None (how JSON stores −inf) prints as -inf."""
+  digits = 4 if finding["unit"] == "AUSUC" else 2
+  name = "ratio" if finding["unit"] == "ratio" else "margin"
+  num = lambda v: "-inf" if v is None else (f"{v:+.{digits}f}" if name == "margin" else f"{v:.{digits}f}")
+  unit = " points" if finding["unit"] == "points" else ""
+  lo, hi = finding["interval"]
+  side = ">" if finding["direction"] == "above" else "<"
+  return {
+      "estimate": f"{name} {num(finding['estimate'])}{unit}", "interval": f"[{num(lo)}, {num(hi)}]",
+      "claimed": f"claimed {side} {finding['threshold']:g}"
+  }
+
+
+def finding_evidence(finding: Mapping[str, Any]) -> str:
+  """One line for a report: 'margin −31.56 points (95% interval [−33.02, −30.11]; claimed < 0)'."""
+  p = format_finding(finding)
+  return f"{p['estimate']} (95% interval {p['interval']}; {p['claimed']})"
+
+
 _FINDING_KEYS = ("collapse", "ncm_features", "ausuc", "dominance_at_seen", "dominance_at_unseen", "recovery_ALG",
                  "recovery_PCV")
 
@@ -154,7 +175,8 @@ def _findings(report: Mapping[str, Any], test: Mapping[str, Predictions], ncm_tr
     if f is None:
       rows.append({"key": key, **findings_lib.describe(key), "holds": None, "evidence": _unevaluated(key, report)})
     else:
-      rows.append({**f, "evidence": f"{_finding_values(key, report, out['points'])}; {findings_lib.evidence(f)}"})
+      values = _finding_values(key, report, out["points"])
+      rows.append({**f, "values": values, "evidence": f"{values}; {finding_evidence(f)}"})
   return {"findings": rows, "findings_bootstrap": out["bootstrap"], "dominance": out["points"]}
 
 

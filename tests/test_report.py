@@ -194,6 +194,18 @@ def test_findings_are_computed(report):
   assert flipped["findings"][0]["holds"] is False
 
 
+def test_finding_evidence_lines(report):
+  f = {row["key"]: row for row in report["findings"]}
+  line = report_lib.finding_evidence(f["collapse"])
+  assert line.startswith("margin -25.00 points (95% interval [") and line.endswith("; claimed < 0)")
+  assert report_lib.finding_evidence(f["ausuc"]).startswith("margin +0.1875 (95% interval [")
+  assert report_lib.finding_evidence(f["recovery_PCV"]).startswith("ratio 1.00 (95% interval [")
+  assert report_lib.finding_evidence(f["recovery_PCV"]).endswith("; claimed > 0.5)")
+  # JSON keeps -inf as null: it prints as -inf.
+  assert report_lib.format_finding({**f["collapse"], "interval": [None, 1.0]})["interval"] == "[-inf, +1.00]"
+  assert f["collapse"]["evidence"].startswith("Acc_u/y: pre-trained 50.00, FT 25.00; margin -25.00 points")
+
+
 def test_head_norm_summary(report):
   h = report["head_norms"]["finetune"]
   assert h["head_norm_seen"] == {"first": 1.0, "last": 2.0}
