@@ -10,6 +10,8 @@ Layout of `workdir`:
                        (training_dynamics.HeadHistory), and once the run is complete `predictions.npz` (its
                        cached evaluation passes, evaluation.cached_predictions);
   pcv_<k>/             the same for PCV's k-th pseudo-split fine-tune;
+  finetune/params.npz  FT's trained parameters (vit_jax npz), which the job exports calibrated;
+  finetune_calibrated.npz, .json  FT with config.export_calibration's γ folded into its head bias (export.py);
   pretrained/          the pre-trained model's cached evaluation passes;
   report.json          the paper's report (report.py); with config.write_figures also report.md and figures/
                        (report_markdown.py, plots.py);
@@ -250,10 +252,10 @@ def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optio
     return None
   gammas = rep["gammas"]
   gamma = gammas["alg"].get("finetune") if rule == "ALG" else (gammas.get("pcv") or {}).get("gamma")
-  src = _finetune_params_path(ctx)
   if gamma is None:
     ctx.progress(f"No calibrated model written: no {rule} γ for FT (PCV: no pseudo-split met its τ).")
     return None
+  src = _finetune_params_path(ctx)
   if not os.path.exists(src):  # A workdir whose FT run predates params.npz: re-evaluating FT writes it.
     ctx.progress(f"No calibrated model written: {src} is missing; delete {os.path.dirname(src)}/predictions.npz "
                  "and rerun (FT restores its final checkpoint, it is not trained again).")
