@@ -14,7 +14,15 @@ _FONTS = runpy.run_path(
 PRINTED_FONTS = list(_FONTS["PRINTED_PACKAGES"])
 HANDWRITING_FONTS = list(_FONTS["HANDWRITING_PACKAGES"])
 
+# The core (ftcal_jax.calibration and ftcal_jax.metrics) needs only these.
 INSTALL_REQUIRES = [
+    "jax>=0.10",
+    "numpy>=1.26",
+]
+
+# Everything the training stack, the Glyphs fonts and the datasets need:
+# pip install -e '.[train]'.
+TRAIN_REQUIRES = [
     "jax>=0.10",
     "flax>=0.12",
     "optax>=0.2.5",
@@ -37,7 +45,8 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
 ] + [f"fontpkg-{name}" for name in PRINTED_FONTS + HANDWRITING_FONTS]
 
-TEST_REQUIRES = [
+# The test tools on top of the training stack: pip install -e '.[test]'.
+TEST_REQUIRES = TRAIN_REQUIRES + [
     "pytest>=8",
     "hypothesis>=6.100",
     "chex>=0.1.90",
@@ -62,5 +71,5 @@ setuptools.setup(
     package_data={"ftcal_jax": ["assets/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"train": TRAIN_REQUIRES, "test": TEST_REQUIRES},
 )

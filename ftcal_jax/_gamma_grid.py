@@ -12,6 +12,12 @@ import numpy as np
 from jax import lax
 
 
+def check_grid(gammas):
+  """Raises a clear ValueError for an empty (0,) grid (both methods)."""
+  if jnp.shape(gammas)[0] == 0:
+    raise ValueError("gammas is empty: pass at least one γ, e.g. jnp.linspace(-10, 10, 101).")
+
+
 def _grid_parts(stats):
   ms, mu = stats.max_s, stats.max_u
   dead = jnp.isneginf(ms) & jnp.isneginf(mu)
@@ -48,8 +54,9 @@ def grid_from_stats(stats, gammas, method: str = "search") -> dict:
   Returns:
     dict of (G,) 'acc_seen', 'acc_unseen', 'acc_all'.
   """
-  ms, mu, w, base, n_seen, n_unseen = _grid_parts(stats)
   gammas = jnp.asarray(gammas, jnp.float32)
+  check_grid(gammas)
+  ms, mu, w, base, n_seen, n_unseen = _grid_parts(stats)
   g = gammas.shape[0]
   if method == "vmap":
 

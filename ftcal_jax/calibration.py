@@ -38,6 +38,7 @@ import numpy as np
 from jax import lax
 
 from ftcal_jax import _argmax_cpu
+from ftcal_jax import _exact_curve
 from ftcal_jax import _gamma_grid
 from ftcal_jax import validation
 
@@ -51,13 +52,17 @@ def shift_absent(logits, absent_mask, gamma):
   """Adds γ to the logits of absent classes.
 
   Args:
-    logits: (..., C) float.
+    logits: (..., C) float (integer logits are refused: they would truncate γ).
     absent_mask: (C,) bool, True for classes in U.
     gamma: scalar (must be finite).
 
   Returns:
-    (..., C): ``z + γ·1[c ∈ U]``.
+    (..., C): ``z + γ·1[c ∈ U]``, in the dtype of logits.
   """
+  logits, absent_mask = validation.as_arrays(logits, absent_mask)
+  if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+    raise ValueError(f"logits must be floating point, got {jnp.result_type(logits)}: adding γ to integer "
+                     "logits would truncate it. Cast them first, e.g. logits.astype(jnp.float32).")
   if jnp.shape(absent_mask) != jnp.shape(logits)[-1:]:
     raise ValueError(f"absent_mask shape {jnp.shape(absent_mask)} does not match the class "
                      f"axis of logits {jnp.shape(logits)}.")
@@ -79,45 +84,30 @@ class SampleStats(NamedTuple):
 
   The first five fields are (max_S, s_correct, max_U, u_correct, is_absent).
   """
-  max_s: Array  # float: max logit over S (-inf if none is finite).
+  max_s: Array  # float32: max logit over S (-inf if none is finite).
   s_correct: Array  # bool: the first arg-max over S is the label.
-  max_u: Array  # float: max logit over U.
+  max_u: Array  # float32: max logit over U.
   u_correct: Array  # bool: the first arg-max over U is the label.
   is_absent: Array  # bool: the label is in U.
   s_first: Array  # bool: best S index < best U index (decides exact ties).
 
 
-@jax.jit
-def _reduce_with_path(logits, labels, seen_cls, absent_cls, bias2, iota_k, iota_b, factor):
-  """Jitted core of :func:`reduce_logits`; also says if the fast path held."""
-  z = logits.astype(jnp.float32)
-  m, idx, ok = _argmax_cpu.group_argmax_fast(z, bias2, iota_k, iota_b, factor)
-  fast = jnp.all(ok)
-  m, idx = lax.cond(fast, lambda: (m, idx), lambda: _argmax_cpu.group_argmax_exact(z, seen_cls, absent_cls))
-  stats = SampleStats(max_s=m[:, 0], s_correct=idx[:, 0] == labels, max_u=m[:, 1], u_correct=idx[:, 1] == labels,
-                      is_absent=absent_cls[labels], s_first=idx[:, 0] < idx[:, 1])
-  return stats, fast
-
-
-def _row_vectors(absent_mask, class_mask):
-  seen_cls, absent_cls = validation.class_rows(absent_mask, class_mask)
-  return (seen_cls, absent_cls, *_argmax_cpu.row_vectors(seen_cls, absent_cls))
-
-
-_row_vectors_jit = jax.jit(_row_vectors)
-
-
 def _reduce(logits, labels, absent_mask, class_mask):
-  # The small row vectors come from a separate jitted call: built inside the
-  # (N, C) computation, their compares would be fused into its loops.
-  return _reduce_with_path(logits, labels, *_row_vectors_jit(absent_mask, class_mask))
+  """Traceable core of :func:`reduce_logits` (no jit boundary inside)."""
+  seen_cls, absent_cls = validation.class_rows(absent_mask, class_mask)
+  m, idx = _argmax_cpu.group_argmax(logits.astype(jnp.float32), seen_cls, absent_cls)
+  return SampleStats(max_s=m[:, 0], s_correct=idx[:, 0] == labels, max_u=m[:, 1], u_correct=idx[:, 1] == labels,
+                     is_absent=absent_cls[labels], s_first=idx[:, 0] < idx[:, 1])
+
+
+_reduce_jit = jax.jit(_reduce)
 
 
 def reduce_logits(logits, labels, absent_mask, class_mask=None) -> SampleStats:
   """Reduces (N, C) logits to what every γ needs, in O(N·C).
 
   Args:
-    logits: (N, C) float.
+    logits: (N, C) float (float32, bfloat16 and float16 are exact in float32).
     labels: (N,) int in [0, C).
     absent_mask: (C,) bool, True for classes in U.
     class_mask: optional (C,) bool; False drops a class from the head.
@@ -126,8 +116,9 @@ def reduce_logits(logits, labels, absent_mask, class_mask=None) -> SampleStats:
     :class:`SampleStats` of (N,) arrays: (max_s, s_correct, max_u, u_correct,
     is_absent, s_first).
   """
+  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
   validation.validate_inputs(logits, labels, absent_mask, class_mask)
-  return _reduce(logits, labels, absent_mask, class_mask)[0]
+  return _reduce_jit(logits, labels, absent_mask, class_mask)
 
 
 # --------------------------------------------------------------------------
@@ -143,11 +134,16 @@ class SeenUnseenCurve(NamedTuple):
   γ_(0) = +inf and γ_(N+1) = -inf. Point 0 is the all-U end (Acc_s/y = 0),
   point N the all-S end (Acc_u/y = 0). N samples have at most N distinct
   breakpoints and so at most N+1 states: the curve has N+1 slots, not N+2.
+  The breakpoints are exact differences of the float32 logits (not rounded
+  to float32), so two samples tie only when their gaps are truly equal.
   """
-  gammas: Array  # float, non-increasing. Valid points: a γ strictly inside
-  #   the interval (the midpoint; at the ends the extreme finite breakpoint ±1,
-  #   widened for |γ| > 2**16; 0 if no breakpoint is finite). Invalid points:
-  #   their breakpoint γ_(k) (may be ±inf).
+  gammas: Array  # float32, non-increasing. Valid points: the float32 nearest
+  #   the exact midpoint of the interval (at the ends the extreme finite
+  #   breakpoint ±1, widened for |γ| > 2**16; 0 if no breakpoint is finite);
+  #   ``shift_absent`` with it reproduces the point whenever the interval is
+  #   wider than the float32 rounding of z + γ (~1 ulp of the logits). Points
+  #   narrower than that exist only in exact arithmetic: no float32 γ names
+  #   them. Invalid points: their breakpoint γ_(k) rounded to float32 (may be ±inf).
   acc_seen: Array  # Acc_s/y in [0, 1].
   acc_unseen: Array  # Acc_u/y in [0, 1].
   acc_all: Array  # Acc_y/y in [0, 1].
@@ -156,57 +152,10 @@ class SeenUnseenCurve(NamedTuple):
   #   curve; the rest repeat a neighbour's counts and are kept for fixed shapes.
 
 
-def _sanitised_gaps(stats):
-  """(N,) breakpoints; rows with every logit -inf never flip (gap -inf)."""
-  dead = jnp.isneginf(stats.max_s) & jnp.isneginf(stats.max_u)
-  return jnp.where(dead, -jnp.inf, stats.max_s - stats.max_u), dead
-
-
-def _end_margin(g):
-  return jnp.maximum(1.0, jnp.abs(g) * 2.0**-16)
-
-
 @jax.jit
 def curve_from_stats(stats: SampleStats) -> SeenUnseenCurve:
   """Exact curve from per-sample stats in O(N log N); see SeenUnseenCurve."""
-  gaps, dead = _sanitised_gaps(stats)
-  # A flip to S changes the counts by s_correct - u_correct (0 for dead rows).
-  delta = jnp.where(dead, 0, stats.s_correct.astype(jnp.int32) - stats.u_correct.astype(jnp.int32))
-  seen = ~stats.is_absent
-  d = jnp.stack([jnp.where(seen, delta, 0), jnp.where(seen, 0, delta)], 1)
-  # Sort int32 keys that order like the float breakpoints (decreasing γ), not
-  # floats: XLA:CPU sorts int32 ~4x faster.
-  desc = jnp.sort(~_argmax_cpu.order_key(gaps))
-  g = _argmax_cpu.from_order_key(~desc)  # decreasing breakpoints, bit-exact
-  # Each sample's deltas go to the first sorted slot of its breakpoint, so a
-  # tie group flips at once: points inside it repeat the counts after it.
-  rank = jnp.searchsorted(desc, ~_argmax_cpu.order_key(gaps), side="left", method="scan_unrolled")
-  bins = jax.ops.segment_sum(d, rank, num_segments=gaps.shape[0])
-  zero = jnp.zeros((1, 2), jnp.int32)
-  cum = jnp.concatenate([zero, jnp.cumsum(bins, axis=0)])  # (N+1, 2)
-  cum_seen, cum_unseen = cum[:, 0], cum[:, 1]
-  u_ok = stats.u_correct
-  base_seen = jnp.sum(u_ok & seen)
-  base_unseen = jnp.sum(u_ok & ~seen)
-  n_seen = jnp.sum(seen)
-  n_unseen = jnp.sum(~seen)
-  right_seen = base_seen + cum_seen
-  right_unseen = base_unseen + cum_unseen
-  acc_seen = right_seen / n_seen
-  acc_unseen = right_unseen / n_unseen
-  acc_all = (right_seen + right_unseen) / (n_seen + n_unseen)
-
-  inf = jnp.full((1,), jnp.inf, g.dtype)
-  hi = jnp.concatenate([inf, g])  # γ_(k), k = 0..N
-  lo = jnp.concatenate([g, -inf])  # γ_(k+1)
-  valid = hi > lo
-  finite_hi, finite_lo = jnp.isfinite(hi), jnp.isfinite(lo)
-  mid = 0.5 * hi + 0.5 * lo
-  rep = jnp.where(finite_hi & finite_lo, mid,
-                  jnp.where(finite_lo, lo + _end_margin(lo), jnp.where(finite_hi, hi - _end_margin(hi), 0.0)))
-  gammas = jnp.where(valid, rep, jnp.where(jnp.isinf(hi) & (hi > 0), lo, hi))
-  return SeenUnseenCurve(gammas, acc_seen.astype(jnp.float32), acc_unseen.astype(jnp.float32),
-                         acc_all.astype(jnp.float32), valid)
+  return SeenUnseenCurve(*_exact_curve.curve_fields(stats))
 
 
 def seen_unseen_curve(logits, labels, absent_mask, class_mask=None) -> SeenUnseenCurve:
@@ -232,6 +181,13 @@ def _forward_fill(x, valid):
 
 
 @jax.jit
+def _ausuc(curve):
+  x = _forward_fill(curve.acc_seen, curve.valid)
+  y = _forward_fill(curve.acc_unseen, curve.valid)
+  area = jnp.sum(0.5 * (x[1:] - x[:-1]) * (y[1:] + y[:-1]))
+  return jnp.where(jnp.any(curve.valid), area, jnp.nan)
+
+
 def ausuc(curve: SeenUnseenCurve) -> Array:
   """Area under the seen-unseen curve, trapezoid along the γ path, in [0, 1].
 
@@ -244,10 +200,17 @@ def ausuc(curve: SeenUnseenCurve) -> Array:
 
   Returns:
     Scalar float32.
+
+  Raises:
+    ValueError: the curve has no point, or (when concrete) no valid point.
+      Under jit a curve without valid points gives NaN.
   """
-  x = _forward_fill(curve.acc_seen, curve.valid)
-  y = _forward_fill(curve.acc_unseen, curve.valid)
-  return jnp.sum(0.5 * (x[1:] - x[:-1]) * (y[1:] + y[:-1]))
+  if jnp.ndim(curve.valid) < 1 or jnp.shape(curve.valid)[-1] == 0:
+    raise ValueError("ausuc of an empty curve: it has no points.")
+  valid = validation.concrete(curve.valid)
+  if valid is not None and not np.any(valid):
+    raise ValueError("ausuc of an empty curve: no point is valid (every interval is empty).")
+  return _ausuc(curve)
 
 
 # The γ grid works from the same per-sample stats.
@@ -269,9 +232,11 @@ def evaluate_gamma_grid(logits, labels, absent_mask, gammas, class_mask=None, me
     dict with (G,) arrays 'acc_seen', 'acc_unseen', 'acc_all' in [0, 1], equal
     to the accuracies of ``argmax(shift_absent(logits, absent_mask, γ))``.
   """
+  (gammas,) = validation.as_arrays(gammas)
   if jnp.ndim(gammas) != 1:
     raise ValueError(f"gammas must be (G,); got shape {jnp.shape(gammas)}.")
   validation.validate_gamma(gammas, "gammas")
+  _gamma_grid.check_grid(gammas)
   stats = reduce_logits(logits, labels, absent_mask, class_mask)
   return grid_from_stats(stats, gammas, method=method)
 
@@ -293,9 +258,13 @@ def alg_gamma(train_logits, train_labels, absent_mask, class_mask=None):
 
   Returns:
     Scalar float32. Non-finite logits give a non-finite γ under jit; eagerly
-    they raise.
+    they raise, as does an empty batch (N = 0).
   """
+  train_logits, train_labels, absent_mask, class_mask = validation.as_arrays(train_logits, train_labels, absent_mask,
+                                                                             class_mask)
   validation.validate_inputs(train_logits, train_labels, absent_mask, class_mask)
+  if jnp.shape(train_logits)[0] == 0:
+    raise ValueError("alg_gamma needs at least one training sample; got N = 0.")
   lab = validation.concrete(train_labels)
   absent = validation.concrete(absent_mask)
   if lab is not None and absent is not None and np.any(absent[lab]):
@@ -371,7 +340,6 @@ def pcv_select(curve: SeenUnseenCurve, acc_pseudo_absent_threshold):
   return jnp.where(found, curve.gammas[best], jnp.nan), found
 
 
-@jax.jit
 def pcv_gamma(gammas_k, found_k):
   """Mean of γ_k over the splits that found one.
 
@@ -383,8 +351,14 @@ def pcv_gamma(gammas_k, found_k):
     Scalar; NaN when no split found a γ (nothing to average: choose another
     rule, e.g. ALG, and say so).
   """
+  gammas_k, found_k = validation.as_arrays(gammas_k, found_k)
   if jnp.shape(gammas_k) != jnp.shape(found_k) or jnp.ndim(gammas_k) != 1:
     raise ValueError(f"gammas_k and found_k must both be (K,); got "
                      f"{jnp.shape(gammas_k)} and {jnp.shape(found_k)}.")
+  return _pcv_gamma(gammas_k, found_k)
+
+
+@jax.jit
+def _pcv_gamma(gammas_k, found_k):
   total = jnp.sum(jnp.where(found_k, gammas_k, 0.0))
   return total / jnp.sum(found_k)

@@ -10,6 +10,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from ftcal_jax import validation
 
@@ -30,7 +32,11 @@ def _rank(z, labels, candidates):
 
 
 def _mean_pct(hit, rows):
-  return 100.0 * jnp.sum(hit & rows) / jnp.sum(rows)
+  # Integer counts, one correctly rounded division. The barrier keeps XLA from
+  # turning division by a count it can fold into a constant into a multiply by
+  # its rounded reciprocal (that gave 100.0000076 %).
+  count = lax.optimization_barrier(jnp.sum(rows, dtype=jnp.int32))
+  return (100 * jnp.sum(hit & rows, dtype=jnp.int32)) / count
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -53,6 +59,17 @@ def _accuracies(logits, labels, absent_mask, class_mask, k):
   }
 
 
+def _positive_int(value, name):
+  """value as a Python int >= 1 (ints, NumPy integers, integral floats), or ValueError."""
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be a positive int; got the bool {value!r}.")
+  if isinstance(value, (float, np.floating)) and float(value).is_integer():
+    value = int(value)
+  if not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be a positive int; got {value!r} ({type(value).__name__}).")
+  return int(value)
+
+
 def accuracies(logits, labels, absent_mask, k=1, class_mask=None) -> dict:
   """The paper's five accuracies, top-k, in percent.
 
@@ -63,7 +80,7 @@ def accuracies(logits, labels, absent_mask, k=1, class_mask=None) -> dict:
     logits: (N, C) float; NaN counts as -inf.
     labels: (N,) int in [0, C).
     absent_mask: (C,) bool, True for classes in U.
-    k: int >= 1.
+    k: int >= 1 (a NumPy integer or an integral float is accepted).
     class_mask: optional (C,) bool; False drops a class from every argmax
       (e.g. the 200 ImageNet-R classes of a 1000-way head). Default: keep all.
 
@@ -72,8 +89,8 @@ def accuracies(logits, labels, absent_mask, k=1, class_mask=None) -> dict:
     classes, on all / S / U samples) and 'acc_s/s', 'acc_u/u' (S samples over
     S classes, U samples over U classes). NaN for an empty sample group.
   """
-  if not isinstance(k, int) or k < 1:
-    raise ValueError(f"k must be a positive int; got {k!r}.")
+  k = _positive_int(k, "k")
+  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
   validation.validate_inputs(logits, labels, absent_mask, class_mask)
   keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
   return _accuracies(logits, labels, absent_mask, keep, k)
@@ -113,6 +130,7 @@ def softmax_decomposition(logits, labels, absent_mask, class_mask=None) -> dict:
     mean p(U|x) over U / S samples (NaN if there are none); and 'acc_u/u' in
     percent. A row whose kept logits are all -inf gives NaN probabilities.
   """
+  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
   validation.validate_inputs(logits, labels, absent_mask, class_mask)
   keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
   out = _softmax_decomposition(logits, labels, absent_mask, keep)
@@ -144,12 +162,14 @@ def ncm_class_means(features, labels, num_classes: int) -> Array:
   Args:
     features: (N, D) float.
     labels: (N,) int in [0, num_classes).
-    num_classes: C.
+    num_classes: C, a positive int (an integral float such as 5.0 is accepted).
 
   Returns:
     (C, D) unit rows; a class with no samples gets a zero row, which
     :func:`ncm_logits` scores -inf so it is never predicted.
   """
+  num_classes = _positive_int(num_classes, "num_classes")
+  features, labels = validation.as_arrays(features, labels)
   if jnp.ndim(features) != 2 or jnp.shape(labels) != jnp.shape(features)[:1]:
     raise ValueError(f"features must be (N, D) and labels (N,); got "
                      f"{jnp.shape(features)} and {jnp.shape(labels)}.")
@@ -160,7 +180,6 @@ def ncm_class_means(features, labels, num_classes: int) -> Array:
   return _ncm_class_means(features, labels, num_classes)
 
 
-@jax.jit
 def ncm_logits(features, class_means) -> Array:
   """Cosine similarity of each sample to each class mean.
 
@@ -171,9 +190,15 @@ def ncm_logits(features, class_means) -> Array:
   Returns:
     (N, C) in [-1, 1]; -inf for classes whose mean is a zero row.
   """
+  features, class_means = validation.as_arrays(features, class_means)
   if jnp.shape(features)[-1:] != jnp.shape(class_means)[-1:]:
     raise ValueError(f"feature size {jnp.shape(features)} does not match "
                      f"class_means {jnp.shape(class_means)}.")
+  return _ncm_logits(features, class_means)
+
+
+@jax.jit
+def _ncm_logits(features, class_means):
   f = _l2_normalise(features.astype(jnp.float32))
   m = _l2_normalise(class_means.astype(jnp.float32))
   empty = jnp.all(class_means == 0, axis=-1)

@@ -18,6 +18,11 @@ def concrete(x):
     return None
 
 
+def as_arrays(*xs):
+  """Array-likes (lists, tuples, scalars) as NumPy arrays; arrays and None as given."""
+  return tuple(x if x is None or isinstance(x, (jax.Array, np.ndarray)) else np.asarray(x) for x in xs)
+
+
 def validate_inputs(logits, labels, absent_mask, class_mask=None):
   """Checks shapes always, and values when the arrays are concrete.
 

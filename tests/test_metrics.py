@@ -142,3 +142,28 @@ def test_metrics_jit_and_vmap():
     np.testing.assert_allclose(batched["acc_y/y"][i], one["acc_y/y"])
   jitted = jax.jit(metrics.softmax_decomposition)(zs[0], ys[0], absent)
   np.testing.assert_allclose(jitted["p_absent"], metrics.softmax_decomposition(zs[0], ys[0], absent)["p_absent"])
+
+
+@pytest.mark.parametrize("n", [3, 7, 9, 31, 41])
+def test_all_right_is_exactly_100_percent(n):
+  # Float sums scaled by 100.0 gave 100.0000076 or 99.9999924 at these N.
+  z = np.eye(4, dtype=np.float32)[np.arange(n) % 4]
+  y = np.arange(n) % 4
+  out = metrics.accuracies(z, y, np.array([0, 0, 1, 1], bool))
+  assert {key: float(v) for key, v in out.items()} == dict.fromkeys(out, 100.0)
+
+
+def test_array_likes_numpy_k_and_integral_num_classes():
+  z = np.array([[5., 1., 2., 0.], [0., 1., 2., 3.]], np.float32)
+  y = np.array([0, 3])
+  absent = np.array([False, False, True, True])
+  ref = metrics.accuracies(z, y, absent, k=2)
+  got = metrics.accuracies(z.tolist(), y.tolist(), absent.tolist(), k=np.int64(2))
+  assert {key: float(v) for key, v in got.items()} == {key: float(v) for key, v in ref.items()}
+  feats = np.array([[2., 0.], [0., 3.]], np.float32)
+  np.testing.assert_array_equal(metrics.ncm_class_means(feats.tolist(), [0, 1], num_classes=3.0),
+                                metrics.ncm_class_means(feats, np.array([0, 1]), num_classes=3))
+  with pytest.raises(ValueError, match="num_classes must be a positive int"):
+    metrics.ncm_class_means(feats, np.array([0, 1]), num_classes=2.5)
+  with pytest.raises(ValueError, match="k must be a positive int"):
+    metrics.accuracies(z, y, absent, k=1.5)
