@@ -101,17 +101,25 @@ class CurveOrder(NamedTuple):
 
 
 def curve_order(stats: calibration.SampleStats) -> CurveOrder:
-  """Sorts the breakpoints of (N,) per-sample stats once (float32, as calibration computes them)."""
+  """Sorts the breakpoints of (N,) per-sample stats once.
+
+  As in calibration's curve, a breakpoint is the exact real max_S − max_U, kept as a float32 pair (hi, lo) with
+  hi = fl(gap) and hi + lo = gap (two-sum): two samples tie only when their gaps are truly equal.
+  """
   ms, mu = np.asarray(stats.max_s, np.float32), np.asarray(stats.max_u, np.float32)
-  with np.errstate(invalid="ignore"):
-    gaps = ms - mu
-  gaps[np.isnan(gaps)] = -np.inf  # every logit -inf: never flips (calibration's dead rows)
+  with np.errstate(invalid="ignore", over="ignore"):
+    hi = ms - mu
+    back = hi - ms
+    lo = (ms - (hi - back)) + (-mu - back)
+  hi[np.isnan(hi)] = -np.inf  # every logit -inf: never flips (calibration's dead rows)
+  lo[~np.isfinite(hi)] = 0.0
   s_ok, u_ok = np.asarray(stats.s_correct, bool), np.asarray(stats.u_correct, bool)
-  finite = np.flatnonzero(np.isfinite(gaps))
-  order = finite[np.argsort(-gaps[finite], kind="stable")]
-  g = gaps[order]
-  group_end = np.append(np.flatnonzero(g[1:] != g[:-1]) + 1, g.size) if g.size else np.zeros(0, np.int64)
-  base = np.where(gaps == np.inf, s_ok, u_ok)
+  finite = np.flatnonzero(np.isfinite(hi))
+  order = finite[np.lexsort((-lo[finite], -hi[finite]))]  # decreasing (hi, lo), stable
+  h, l = hi[order], lo[order]
+  new_group = (h[1:] != h[:-1]) | (l[1:] != l[:-1])
+  group_end = np.append(np.flatnonzero(new_group) + 1, h.size) if h.size else np.zeros(0, np.int64)
+  base = np.where(hi == np.inf, s_ok, u_ok)
   delta = s_ok[order].astype(np.int32) - u_ok[order].astype(np.int32)
   return CurveOrder(order, group_end, base, delta)
 
