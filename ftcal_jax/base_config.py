@@ -121,4 +121,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.write_figures = True  # report.md and figures/*.png besides report.json.
   config.heartbeat_s = 30.0  # Seconds between "still working" lines during long silent stages.
   config.pretrain_output = ""  # Only a source stage (method 'pretrain') writes a checkpoint, inside the workdir.
+  # The deployable model: FT with this rule's γ folded into the head bias of U (export.py), written to
+  # workdir/finetune_calibrated.npz (+ .json). 'ALG' (needs no extra runs), 'PCV' (needs pcv.enabled), or '' = none.
+  config.export_calibration = "ALG"
   return config

@@ -23,6 +23,9 @@ _FT_POINTS = {
     "finetune+PCV": ("FT + PCV", "D", "tab:red"), "finetune+gamma*": ("FT + γ*", "*", "gold")
 }
 
+# The dominance findings' calibrated points (report['dominance']): key -> (marker, legend text).
+_DOMINANCE_POINTS = {"at_seen": ("P", "at the pre-trained Acc_s/y"), "at_unseen": ("X", "at the pre-trained Acc_u/y")}
+
 
 def _new_figure(width: float, height: float) -> Figure:
   fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
@@ -35,8 +38,24 @@ def _save(fig: Figure, path: str) -> None:
     fig.savefig(tmp)
 
 
+def _dominance_points(ax, dom) -> None:
+  """The dominance findings' two calibrated FT points, joined to the pre-trained point they are measured from."""
+  if not dom:
+    return
+  pre = dom["pretrained"]
+  # The pre-trained Acc_s/y and Acc_u/y as guides: each calibrated point lies on or beyond one of them, and its
+  # margin is how far it lies beyond the pre-trained point along the other axis.
+  ax.axvline(pre["acc_s/y"], color="tab:gray", ls=":", lw=1.0)
+  ax.axhline(pre["acc_u/y"], color="tab:gray", ls=":", lw=1.0)
+  for name, (marker, text) in _DOMINANCE_POINTS.items():
+    pt = dom[name]
+    ax.plot(pt["acc_s/y"], pt["acc_u/y"], marker, color="tab:cyan", ms=10, mec="black", ls="none", zorder=6,
+            label=f"FT + γ {text}, γ = {pt['gamma']:.2f}")
+
+
 def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
-  """Acc_u/y against Acc_s/y along γ for each model, with the ALG/PCV/γ* points on the FT curve."""
+  """Acc_u/y against Acc_s/y along γ for each model, with the ALG/PCV/γ* points on the FT curve and the two
+  calibrated points of the dominance findings."""
   fig = _new_figure(8.5, 5.0)
   ax = fig.add_subplot()
   for key, curve in report["curves"].items():
@@ -56,6 +75,7 @@ def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
     star = marker == "*"
     ax.plot(row["top1"]["acc_s/y"], row["top1"]["acc_u/y"], marker, color=color, ms=20 if star else 8, mec="black",
             ls="none", label=text, zorder=4 if star else 5)
+  _dominance_points(ax, report.get("dominance"))
   ax.set_xlabel("Acc_s/y (%): seen-class samples, argmax over all classes")
   ax.set_ylabel("Acc_u/y (%): absent-class samples, argmax over all classes")
   ax.set_xlim(-2, 102)

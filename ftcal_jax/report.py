@@ -9,7 +9,10 @@ split, plus the training-split passes that ALG and NCM need) into one JSON-able 
   ausuc       the exact AUSUC per model, and the seen-unseen curves the figure draws;
   ncm         nearest-class-mean accuracies before/after fine-tuning and the "NN vs NCM gains" (a diagnostic: the
               class means use absent-class training data);
-  softmax_decomposition, head_norms (training_dynamics.summarize), class_split, head_classes, findings.
+  softmax_decomposition, head_norms (training_dynamics.summarize), class_split, head_classes;
+  findings    the paper's claims (findings.py): margin, paired-bootstrap 95% interval and verdict of each, with
+              findings_bootstrap (its settings) and dominance (the pre-trained point and the two calibrated FT
+              points the figure marks).
 
 Each section is one function here; this module only computes. report_markdown.write_report writes the dict as
 report.json, and report.md with the PNG figures (plots.py). All accuracies are in %. The models' display names
@@ -22,6 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ftcal_jax import calibration
+from ftcal_jax import findings as findings_lib
 from ftcal_jax import metrics
 from ftcal_jax import pcv as pcv_lib
 from ftcal_jax import training_dynamics
@@ -31,8 +35,8 @@ from ftcal_jax.methods import DISPLAY_NAMES
 ACC_KEYS = ("acc_y/y", "acc_s/y", "acc_u/y", "acc_s/s", "acc_u/u")
 # Models that are never calibrated: the starting point and the upper bound trained on U itself.
 _UNCALIBRATED = ("pretrained", "oracle")
-# "ALG/PCV recover most of gamma*'s gain" holds when they recover more than this fraction of it.
-RECOVERY_THRESHOLD = 0.5
+# "ALG/PCV recover most of gamma*'s gain" holds when their recovery's interval lies above this fraction.
+RECOVERY_THRESHOLD = findings_lib.RECOVERY_THRESHOLD
 # The seen-unseen curve stored for the figure is thinned to at most this many points (AUSUC uses all of them).
 MAX_CURVE_POINTS = 1001
 
@@ -96,53 +100,84 @@ def _ncm_section(test: Mapping[str, Predictions], ncm_train: Mapping[str, Predic
   return ncm
 
 
-def _finding(claim: str, holds: Optional[bool], evidence: str) -> Dict[str, Any]:
-  return {"claim": claim, "holds": holds, "evidence": evidence}
+def _finding_values(key: str, report: Mapping[str, Any], points: Mapping[str, Any]) -> str:
+  """The compared numbers behind a finding, for its evidence line."""
+  top1 = {k: v["top1"] for k, v in report["methods"].items()}
+  if key == "collapse":
+    return f"Acc_u/y: pre-trained {top1['pretrained']['acc_u/y']:.2f}, FT {top1['finetune']['acc_u/y']:.2f}"
+  if key == "ncm_features":
+    ncm = report["ncm"]
+    return f"NCM Acc_u/y: pre-trained {ncm['pretrained']['acc_u/y']:.2f}, FT {ncm['finetune']['acc_u/y']:.2f}"
+  if key == "ausuc":
+    return f"AUSUC: pre-trained {report['ausuc']['pretrained']:.4f}, FT {report['ausuc']['finetune']:.4f}"
+  if key.startswith("dominance_"):
+    pre, pt = points["pretrained"], points[key[len("dominance_"):]]
+    return (f"(Acc_s/y, Acc_u/y): pre-trained ({pre['acc_s/y']:.2f}, {pre['acc_u/y']:.2f}), FT + γ with "
+            f"γ = {pt['gamma']:.3f} ({pt['acc_s/y']:.2f}, {pt['acc_u/y']:.2f})")
+  rule = key[len("recovery_"):]
+  return (f"Acc_y/y: FT {top1['finetune']['acc_y/y']:.2f}, FT+{rule} {top1['finetune+' + rule]['acc_y/y']:.2f}, "
+          f"FT+γ* {top1['finetune+gamma*']['acc_y/y']:.2f}")
 
 
-def _findings(report: Dict[str, Any]) -> list:
-  """Checks the paper's claims against this run's numbers; each is computed, never assumed."""
-  rows = report["methods"]
-  top1 = {k: v["top1"] for k, v in rows.items()}
-  out = []
-  pre_u, ft_u = top1["pretrained"]["acc_u/y"], top1["finetune"]["acc_u/y"]
-  out.append(
-      _finding("FT lowers Acc_u/y below the pre-trained model", ft_u < pre_u,
-               f"Acc_u/y: pre-trained {pre_u:.2f}, FT {ft_u:.2f}"))
-  ncm = report.get("ncm")
-  if ncm:
-    a, b = ncm["pretrained"]["acc_u/y"], ncm["finetune"]["acc_u/y"]
-    out.append(
-        _finding("NCM Acc_u/y rises after FT (features improve for absent classes)", b > a,
-                 f"NCM Acc_u/y: pre-trained {a:.2f}, FT {b:.2f}"))
-  else:
-    out.append(
-        _finding("NCM Acc_u/y rises after FT (features improve for absent classes)", None,
-                 "not evaluated: no ncm_train predictions"))
-  a, b = report["ausuc"]["pretrained"], report["ausuc"]["finetune"]
-  out.append(_finding("AUSUC(FT) is above AUSUC(pre-trained)", b > a, f"AUSUC: pre-trained {a:.4f}, FT {b:.4f}"))
-  star = top1["finetune+gamma*"]["acc_u/y"]
-  out.append(
-      _finding("FT+γ* beats the pre-trained model on Acc_u/y", star > pre_u,
-               f"Acc_u/y: pre-trained {pre_u:.2f}, FT+γ* {star:.2f}"))
-  ft_y, star_y = top1["finetune"]["acc_y/y"], top1["finetune+gamma*"]["acc_y/y"]
-  recovery = report["gammas"].get("recovery", {})
-  for key, label in (("finetune+ALG", "ALG"), ("finetune+PCV", "PCV")):
-    claim = f"{label} recovers most (> {RECOVERY_THRESHOLD:.0%}) of γ*'s Acc_y/y gain over FT"
-    frac = recovery.get(label.lower())
-    if key == "finetune+PCV" and "pcv" in report["gammas"] and key not in top1:
-      out.append(_finding(claim, None, "not evaluated: no PCV pseudo-split had a curve point meeting its τ"))
-    elif key not in top1:
-      out.append(_finding(claim, None, f"not evaluated: no {label} γ for FT"))
-    elif frac is None:
-      out.append(_finding(claim, None, f"undefined: γ* gains nothing over FT (Acc_y/y {ft_y:.2f})"))
+def format_finding(finding: Mapping[str, Any]) -> Dict[str, str]:
+  """Display strings of a finding, e.g. {'estimate': 'margin −31.56 points', 'interval': '[−33.02, −30.11]',
+  'claimed': 'claimed < 0'}; None (how JSON stores −inf) prints as -inf."""
+  digits = 4 if finding["unit"] == "AUSUC" else 2
+  name = "ratio" if finding["unit"] == "ratio" else "margin"
+  num = lambda v: "-inf" if v is None else (f"{v:+.{digits}f}" if name == "margin" else f"{v:.{digits}f}")
+  unit = " points" if finding["unit"] == "points" else ""
+  lo, hi = finding["interval"]
+  side = ">" if finding["direction"] == "above" else "<"
+  return {
+      "estimate": f"{name} {num(finding['estimate'])}{unit}", "interval": f"[{num(lo)}, {num(hi)}]",
+      "claimed": f"claimed {side} {finding['threshold']:g}"
+  }
+
+
+def finding_evidence(finding: Mapping[str, Any]) -> str:
+  """One line for a report: 'margin −31.56 points (95% interval [−33.02, −30.11]; claimed < 0)'."""
+  p = format_finding(finding)
+  return f"{p['estimate']} (95% interval {p['interval']}; {p['claimed']})"
+
+
+_FINDING_KEYS = ("collapse", "ncm_features", "ausuc", "dominance_at_seen", "dominance_at_unseen", "recovery_ALG",
+                 "recovery_PCV")
+
+
+def _unevaluated(key: str, report: Mapping[str, Any]) -> str:
+  if key == "ncm_features":
+    return "not evaluated: no ncm_train predictions"
+  rule = key[len("recovery_"):]
+  if rule == "PCV" and "pcv" in report["gammas"]:
+    return "not evaluated: no PCV pseudo-split had a curve point meeting its τ"
+  if f"finetune+{rule}" in report["methods"]:  # γ̂ exists, so the ratio's denominator is the problem
+    return f"undefined: γ* gains nothing over FT (Acc_y/y {report['methods']['finetune']['top1']['acc_y/y']:.2f})"
+  return f"not evaluated: no {rule} γ for FT"
+
+
+def _findings(report: Mapping[str, Any], test: Mapping[str, Predictions], ncm_train: Mapping[str, Predictions],
+              absent: np.ndarray, bootstrap: Mapping[str, Any]) -> Dict[str, Any]:
+  """The paper's claims (findings.py), each a margin with its paired-bootstrap 95% interval over test samples.
+
+  Returns {'findings': rows (claim, holds, evidence and findings.py's fields; holds None when not evaluated),
+  'findings_bootstrap': its settings, 'dominance': the pre-trained point and the two calibrated FT points}.
+  """
+  g = report["gammas"]
+  rules = {"ALG": g["alg"].get("finetune"), "PCV": (g.get("pcv") or {}).get("gamma")}
+  # γ* gaining nothing over FT leaves the recovery undefined (not a failure): those rules are not bootstrapped.
+  rules = {k: v for k, v in rules.items() if v is not None and k.lower() in g["recovery"]}
+  out = findings_lib.from_predictions(test, absent, ncm_train=ncm_train, calibrated_gammas=rules,
+                                      gamma_star=g["oracle"]["finetune"]["gamma"], **bootstrap)
+  by_key = {f["key"]: f for f in out["findings"]}
+  rows = []
+  for key in _FINDING_KEYS:
+    f = by_key.get(key)
+    if f is None:
+      rows.append({"key": key, **findings_lib.describe(key), "holds": None, "evidence": _unevaluated(key, report)})
     else:
-      out.append(
-          _finding(
-              claim, frac > RECOVERY_THRESHOLD,
-              f"Acc_y/y: FT {ft_y:.2f}, FT+{label} {top1[key]['acc_y/y']:.2f}, FT+γ* {star_y:.2f}; "
-              f"recovered {100 * frac:.1f}% of the gain"))
-  return out
+      values = _finding_values(key, report, out["points"])
+      rows.append({**f, "values": values, "evidence": f"{values}; {finding_evidence(f)}"})
+  return {"findings": rows, "findings_bootstrap": out["bootstrap"], "dominance": out["points"]}
 
 
 def _check_inputs(class_split: Any, test: Mapping[str, Predictions], alg_train: Mapping[str, Predictions],
@@ -279,7 +314,8 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
                  ncm_train: Optional[Mapping[str, Predictions]] = None, pcv: Optional[Mapping[str,
                                                                                               Sequence[Any]]] = None,
                  history: Optional[Mapping[str, Mapping[str, Sequence[float]]]] = None, config: Optional[Any] = None,
-                 class_mask: Optional[np.ndarray] = None) -> Dict[str, Any]:
+                 class_mask: Optional[np.ndarray] = None, bootstrap: Optional[Mapping[str,
+                                                                                      int]] = None) -> Dict[str, Any]:
   """Computes the paper's evaluation from cached predictions.
 
   Args:
@@ -293,6 +329,8 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
     config: the run config (dict or ConfigDict), recorded in the header.
     class_mask: optional (C,) bool, True for head classes the dataset has. When given, the other head classes are
       dropped from every argmax, curve, ALG mean and NCM (the "mask" policy); None keeps all head classes.
+    bootstrap: the findings' paired bootstrap, {'num_replicates', 'seed'} (findings.compute_findings; default
+      1,000 replicates, seed 0).
 
   Returns:
     A JSON-able dict (non-finite floats become None); see the module docstring for its sections.
@@ -318,7 +356,7 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
   if history:
     report["head_norms"] = {k: training_dynamics.summarize(h) for k, h in history.items()}
     report["history"] = {k: {f: list(v) for f, v in h.items()} for k, h in history.items()}
-  report["findings"] = _findings(report)
+  report.update(_findings(report, test, ncm_train, absent, dict(bootstrap or {})))
   return to_jsonable(report)
 
 

@@ -12,6 +12,7 @@ from ftcal_jax import atomic_write
 from ftcal_jax import plots
 from ftcal_jax.methods import DISPLAY_NAMES
 from ftcal_jax.report import ACC_KEYS
+from ftcal_jax.report import format_finding
 from ftcal_jax.report import to_jsonable
 
 _NN_KEYS = ("acc_y/y", "acc_s/y", "acc_u/y")
@@ -139,10 +140,22 @@ def _head_norms(report: Mapping[str, Any], figures: Mapping[str, str]) -> List[s
 
 def _findings(report: Mapping[str, Any]) -> List[str]:
   out = ["## Findings (the paper's claims, checked on this run)", ""]
+  boot = report.get("findings_bootstrap")
+  if boot:
+    out += [
+        f"Each finding is a margin between two models on the same test samples, with a 95% interval from a "
+        f"{boot['method']} ({boot['replicates']} replicates, seed {boot['seed']}). It holds when the interval "
+        "excludes the threshold in the claimed direction.", ""
+    ]
+  verdicts = {True: "**holds**", False: "**does not hold**", None: "*not checked*"}
+  rows = []
   for f in report["findings"]:
-    verdict = {True: "**holds**", False: "**does not hold**", None: "*not checked*"}[f["holds"]]
-    out.append(f"- {f['claim']}: {verdict} ({f['evidence']}).")
-  return out
+    if f["holds"] is None or "interval" not in f:
+      rows.append([f["claim"], f["evidence"], "–", "–", verdicts[f["holds"]]])
+      continue
+    p = format_finding(f)
+    rows.append([f["claim"], f["values"], f"{p['estimate']} ({p['claimed']})", p["interval"], verdicts[f["holds"]]])
+  return out + [_table(["claim", "numbers", "margin (claimed)", "95% interval", "verdict"], rows), ""]
 
 
 def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> str:

@@ -10,6 +10,8 @@ Layout of `workdir`:
                        (training_dynamics.HeadHistory), and once the run is complete `predictions.npz` (its
                        cached evaluation passes, evaluation.cached_predictions);
   pcv_<k>/             the same for PCV's k-th pseudo-split fine-tune;
+  finetune/params.npz  FT's trained parameters (vit_jax npz), which the job exports calibrated;
+  finetune_calibrated.npz, .json  FT with config.export_calibration's γ folded into its head bias (export.py);
   pretrained/          the pre-trained model's cached evaluation passes;
   report.json          the paper's report (report.py); with config.write_figures also report.md and figures/
                        (report_markdown.py, plots.py);
@@ -34,6 +36,7 @@ from ftcal_jax import atomic_write
 from ftcal_jax import checkpointing
 from ftcal_jax import config_validation
 from ftcal_jax import evaluation
+from ftcal_jax import export
 from ftcal_jax import integrity
 from ftcal_jax import methods
 from ftcal_jax import pcv
@@ -49,7 +52,10 @@ from ftcal_jax.models import weights
 from ftcal_jax.progress import Progress
 
 # Config fields that do not change any result: a rerun may change them and still resume.
-_NON_SEMANTIC = ("methods", "log_every_steps", "checkpoint_every_steps", "write_figures", "heartbeat_s")
+_NON_SEMANTIC = ("methods", "log_every_steps", "checkpoint_every_steps", "write_figures", "heartbeat_s",
+                 "export_calibration")
+# The rules config.export_calibration may name ('' writes no calibrated model).
+_EXPORT_RULES = ("", "ALG", "PCV")
 Passes = Mapping[str, Tuple[str, Optional[Sequence[int]]]]  # {kind: (split, classes or None for all)}
 
 
@@ -75,8 +81,12 @@ def _predict(ctx: trainer.JobContext, params, split: str, classes: Optional[Sequ
 
 
 def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, train_split: str,
-               classes: Optional[Sequence[int]], seed: int, passes: Passes, num_steps: Optional[int] = None):
-  """Trains (or resumes, or loads from cache) one run and evaluates it on `passes` {kind: (split, classes)}."""
+               classes: Optional[Sequence[int]], seed: int, passes: Passes, num_steps: Optional[int] = None,
+               params_path: Optional[str] = None):
+  """Trains (or resumes, or loads from cache) one run and evaluates it on `passes` {kind: (split, classes)}.
+
+  With `params_path`, the trained parameters are also written there (vit_jax npz) when the run is trained.
+  """
   fp = checkpointing.fingerprint({
       "run": run_name, "method": method_name, "train_split": train_split,
       "classes": None if classes is None else [int(c) for c in classes],
@@ -87,6 +97,8 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
   def train_and_predict():
     params, history = trainer.train_model(ctx, run_name, method_name, train_split=train_split, classes=classes,
                                           seed=seed, num_steps=num_steps)
+    if params_path and _is_main():
+      weights.save_npz(jax.device_get(params), params_path)
     with ctx.progress.stage(f"Evaluating {run_name} on {', '.join(passes)}"):
       return {kind: _predict(ctx, params, split, cls) for kind, (split, cls) in passes.items()}, history
 
@@ -111,6 +123,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, start_time: Optional
            f"({jax.devices()[0].platform}); workdir {workdir}")
   for name in config.methods:
     methods.get_method(name)  # Fail fast on an unknown name, before any data is built.
+  if config.export_calibration not in _EXPORT_RULES:
+    raise ValueError(f"config.export_calibration must be one of {_EXPORT_RULES}; got {config.export_calibration!r}.")
+  if config.export_calibration == "PCV" and not config.pcv.enabled:
+    raise ValueError("config.export_calibration='PCV' needs config.pcv.enabled=True (or export 'ALG').")
   mesh = train_step_lib.make_mesh()
   train_step_lib.check_batch_divisible(config.batch_size, mesh)
   train_step_lib.check_batch_divisible(config.eval_batch_size, mesh)
@@ -162,7 +178,10 @@ def _run_methods(ctx: trainer.JobContext, pre: Mapping[str, evaluation.Predictio
       passes["ncm_train"] = (train, all_classes)
     # A per-method seed that does not depend on the order of config.methods.
     seed = ctx.config.seed * 1000 + methods.list_methods().index(name)
-    preds, history = run_method(ctx, name, name, train_split=train, classes=classes, seed=seed, passes=passes)
+    # FT's parameters are kept beside its predictions: the job ends by exporting them calibrated.
+    params_path = _finetune_params_path(ctx) if name == "finetune" else None
+    preds, history = run_method(ctx, name, name, train_split=train, classes=classes, seed=seed, passes=passes,
+                                params_path=params_path)
     for kind, p in preds.items():
       out[kind][name] = p
     out["history"][name] = history
@@ -237,8 +256,40 @@ def _run_job(config: ml_collections.ConfigDict, workdir: str, start_time: Option
     ctx.progress(f"finding: {f['claim']}: {verdict} ({f['evidence']})")
   if _is_main():
     ctx.progress(f"Report: {paths['json']}" + (f", {paths['markdown']}" if "markdown" in paths else ""))
+    _export_calibrated(ctx, rep)
   ctx.writer.flush()
   return rep
+
+
+def _finetune_params_path(ctx: trainer.JobContext) -> str:
+  return os.path.join(ctx.workdir, "finetune", "params.npz")
+
+
+def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optional[str]:
+  """Writes FT with config.export_calibration's γ folded into its head bias (export.py); returns the .npz path."""
+  rule = ctx.config.export_calibration
+  if not rule:
+    return None
+  gammas = rep["gammas"]
+  gamma = gammas["alg"].get("finetune") if rule == "ALG" else (gammas.get("pcv") or {}).get("gamma")
+  if gamma is None:
+    ctx.progress(f"No calibrated model written: no {rule} γ for FT (PCV: no pseudo-split met its τ).")
+    return None
+  src = _finetune_params_path(ctx)
+  if not os.path.exists(src):  # A workdir whose FT run predates params.npz: re-evaluating FT writes it.
+    ctx.progress(f"No calibrated model written: {src} is missing; delete {os.path.dirname(src)}/predictions.npz "
+                 "and rerun (FT restores its final checkpoint, it is not trained again).")
+    return None
+  path = os.path.join(ctx.workdir, "finetune_calibrated.npz")
+  info = {
+      "model": ctx.config.model.name, "num_classes": int(ctx.split.num_classes), "seen_classes": list(ctx.split.seen)
+  }
+  if ctx.class_mask is not None:  # the report scored only these head classes; a deployment should drop the rest
+    info["scored_classes"] = np.flatnonzero(ctx.class_mask).tolist()
+  export.export_calibrated(weights.load_npz(src), np.asarray(ctx.split.absent_mask), gamma, path, rule=rule,
+                           metadata=info)
+  ctx.progress(f"Wrote {path}: FT with the {rule} γ = {gamma:.4f} folded into the head bias of the absent classes")
+  return path
 
 
 def _pretrain(ctx: trainer.JobContext) -> Dict[str, Any]:

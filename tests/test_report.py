@@ -152,10 +152,38 @@ def test_softmax_decomposition_matches_numpy(report):
 
 
 def test_findings_are_computed(report):
-  verdicts = [f["holds"] for f in report["findings"]]
-  # FT lowers Acc_u/y (25 < 50); NCM u/y rises (50 -> 75); AUSUC .4375 > .25; FT+gamma* u/y 75 > 50;
-  # ALG recovers 0% (does not hold); PCV recovers 100%.
-  assert verdicts == [True, True, True, True, False, True]
+  f = {row["key"]: row for row in report["findings"]}
+  assert list(f) == [
+      "collapse", "ncm_features", "ausuc", "dominance_at_seen", "dominance_at_unseen", "recovery_ALG", "recovery_PCV"
+  ]
+  # FT lowers Acc_u/y (25 - 50); NCM u/y rises (50 -> 75); AUSUC .4375 - .25. Dominance: the pre-trained point is
+  # (25, 50); on FT's path (0, 75) -> (25, 75) -> (50, 75) -> (50, 50) -> ... the most Acc_u/y at Acc_s/y >= 25 is 75
+  # (first at (25, 75), γ in (3, 3.5)), the most Acc_s/y at Acc_u/y >= 50 is 50 (at (50, 75), γ in (1.5, 3)).
+  # ALG recovers 0% of γ*'s gain, PCV 100%.
+  estimates = [row["estimate"] for row in report["findings"]]
+  assert estimates == pytest.approx([-25.0, 25.0, 0.1875, 25.0, 25.0, 0.0, 1.0])
+  dom = report["dominance"]
+  assert dom["pretrained"] == {"acc_s/y": 25.0, "acc_u/y": 50.0}
+  assert dom["at_seen"] == {"gamma": pytest.approx(3.25), "acc_s/y": 25.0, "acc_u/y": 75.0}
+  assert dom["at_unseen"] == {"gamma": pytest.approx(2.25), "acc_s/y": 50.0, "acc_u/y": 75.0}
+  for row in report["findings"]:  # a verdict is its interval's, and the interval holds the estimate
+    # JSON null is -inf: a resample on which γ* gains nothing leaves its recovery undefined, counted as -inf.
+    lo, hi = (-np.inf if v is None else v for v in row["interval"])
+    assert lo <= row["estimate"] <= hi
+    assert row["holds"] == (lo > row["threshold"] if row["direction"] == "above" else hi < row["threshold"])
+    assert "95% interval" in row["evidence"]
+  assert report["findings_bootstrap"]["replicates"] == 1000
+  # 8 samples leave wide intervals. The same samples 100 times each: the margins stay, the intervals shrink, and
+  # every finding holds but ALG's (its recovery is 0).
+  tiled = _inputs()
+  for part in ("test", "ncm_train"):
+    tiled[part] = {
+        k: Predictions(*(np.tile(a, (100, 1)[:a.ndim]) for a in (p.logits, p.features, p.labels)))
+        for k, p in tiled[part].items()
+    }
+  big = report_lib.build_report(**tiled, bootstrap={"num_replicates": 300})
+  assert [row["estimate"] for row in big["findings"]] == pytest.approx(estimates)
+  assert [row["holds"] for row in big["findings"]] == [True, True, True, True, True, False, True]
   # Flip the pre-trained model's U accuracy below FT's: the first finding must flip with it.
   inputs = _inputs()
   worse = PRE_LOGITS.copy()
@@ -164,6 +192,18 @@ def test_findings_are_computed(report):
   flipped = report_lib.build_report(**inputs)
   assert flipped["methods"]["pretrained"]["top1"]["acc_u/y"] == 0.0
   assert flipped["findings"][0]["holds"] is False
+
+
+def test_finding_evidence_lines(report):
+  f = {row["key"]: row for row in report["findings"]}
+  line = report_lib.finding_evidence(f["collapse"])
+  assert line.startswith("margin -25.00 points (95% interval [") and line.endswith("; claimed < 0)")
+  assert report_lib.finding_evidence(f["ausuc"]).startswith("margin +0.1875 (95% interval [")
+  assert report_lib.finding_evidence(f["recovery_PCV"]).startswith("ratio 1.00 (95% interval [")
+  assert report_lib.finding_evidence(f["recovery_PCV"]).endswith("; claimed > 0.5)")
+  # JSON keeps -inf as null: it prints as -inf.
+  assert report_lib.format_finding({**f["collapse"], "interval": [None, 1.0]})["interval"] == "[-inf, +1.00]"
+  assert f["collapse"]["evidence"].startswith("Acc_u/y: pre-trained 50.00, FT 25.00; margin -25.00 points")
 
 
 def test_head_norm_summary(report):

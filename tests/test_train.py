@@ -70,6 +70,32 @@ def test_same_config_and_seed_twice_gives_identical_metrics(finished_run, tmp_pa
     assert "finetune" in json.load(f)["runs"]
 
 
+def test_the_job_writes_the_calibrated_model(finished_run):
+  # The exported model, loaded as any checkpoint and run on the test split, predicts what shift_absent predicts
+  # from FT's cached test logits with the ALG γ (config.export_calibration's default).
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ftcal_jax import calibration, evaluation, train_step  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.datasets import registry  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.models import get_model, weights  # pylint: disable=g-import-not-at-top
+  config, workdir, rep = finished_run
+  gamma = rep["gammas"]["alg"]["finetune"]
+  with open(workdir / "finetune_calibrated.json") as f:
+    info = json.load(f)
+  assert info["rule"] == "ALG" and info["gamma"] == pytest.approx(gamma) and info["model"] == config.model.name
+  dataset = registry.get_dataset({**config.dataset.to_dict(), "holdout_fraction": config.pcv.holdout_fraction})
+  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + tuple(dataset.image_shape)))["params"]
+  params = weights.restore_into(shapes, weights.load_npz(str(workdir / "finetune_calibrated.npz")))
+  batches = dataset.eval_batches(dataset.test_split, global_batch=config.eval_batch_size)
+  got = evaluation.predict(model, params, batches, train_step.make_mesh()).logits
+  absent = np.zeros(dataset.num_classes, bool)
+  absent[rep["class_split"]["absent"]] = True
+  want = np.argmax(np.asarray(calibration.shift_absent(_finetune_test_logits(workdir), absent, gamma)), axis=1)
+  np.testing.assert_array_equal(np.argmax(got, axis=1), want)
+  assert np.any(want != np.argmax(_finetune_test_logits(workdir), axis=1))  # γ changes some predictions
+
+
 def test_a_completed_method_is_not_trained_again(finished_run, tmp_path, capsys):
   config, workdir, first = finished_run
   shutil.copytree(workdir, tmp_path / "copy")
@@ -158,6 +184,8 @@ def test_nan_loss_stops_the_run_and_names_the_step(data_dir, tmp_path):
     ({"model.name": "ViT-huge"}, "Unknown model 'ViT-huge'. Valid names:"),
     ({"dataset.name": "mnist"}, "Unknown dataset 'mnist'. Valid names:"),
     ({"batch_size": 12}, "Global batch size 12 is not divisible by the 8 devices"),
+    ({"export_calibration": "gamma*"}, "export_calibration must be one of"),
+    ({"export_calibration": "PCV"}, "needs config.pcv.enabled"),
 ])
 def test_clear_errors(data_dir, tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
