@@ -63,7 +63,7 @@ def _test_logits(workdir):
     return f["test/logits"]
 
 
-# -- 1. damaged checkpoints and caches ------------------------------------------------------------------------------
+# -- 1. damaged checkpoints and caches ---------------------------------------------------------------------------------
 
 
 def test_a_damaged_latest_checkpoint_resumes_from_the_earlier_one(finished, tmp_path):
@@ -95,7 +95,7 @@ def test_a_damaged_cache_is_recomputed_with_a_warning_naming_it(finished, tmp_pa
   assert again["methods"] == first["methods"]
 
 
-# -- 2. one run per workdir -----------------------------------------------------------------------------------------
+# -- 2. one run per workdir --------------------------------------------------------------------------------------------
 
 
 def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_pid(data_dir, tmp_path):
@@ -114,7 +114,7 @@ def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_pid(data_dir, tm
     holder.wait()
 
 
-# -- 3. caches keyed by the init checkpoint's content ---------------------------------------------------------------
+# -- 3. caches keyed by the init checkpoint's content ------------------------------------------------------------------
 
 
 def _write_init(path, scale):
@@ -141,7 +141,7 @@ def test_non_finite_initial_weights_are_named_before_training(data_dir, tmp_path
   assert not (tmp_path / "w" / "finetune").exists()
 
 
-# -- 4. numbers checked before anything is built ----------------------------------------------------------------------
+# -- 4. numbers checked before anything is built -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -162,7 +162,7 @@ def test_bad_numbers_fail_before_any_data_is_built(tmp_path, overrides, message)
   assert not (tmp_path / "w" / "finetune").exists()
 
 
-# -- 9. stale outputs ---------------------------------------------------------------------------------------------------
+# -- 9. stale outputs --------------------------------------------------------------------------------------------------
 
 
 def test_a_rerun_writing_fewer_outputs_leaves_none_of_the_old_ones(finished, tmp_path):
@@ -179,7 +179,7 @@ def test_a_rerun_writing_fewer_outputs_leaves_none_of_the_old_ones(finished, tmp
   assert not leftovers
 
 
-# -- 5. class splits from the command line ------------------------------------------------------------------------------
+# -- 5. class splits from the command line -----------------------------------------------------------------------------
 
 _PARSE = """
 from absl import app, flags
