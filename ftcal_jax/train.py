@@ -33,6 +33,7 @@ import numpy as np
 
 from ftcal_jax import checkpointing
 from ftcal_jax import evaluation
+from ftcal_jax import head_geometry
 from ftcal_jax import methods
 from ftcal_jax import pcv
 from ftcal_jax import report as report_lib
@@ -46,7 +47,7 @@ from ftcal_jax.models import weights
 from ftcal_jax.progress import Progress
 
 # Config fields that do not change any result: a rerun may change them and still resume.
-_NON_SEMANTIC = ("methods", "log_every_steps", "checkpoint_every_steps", "write_figures", "heartbeat_s")
+_NON_SEMANTIC = ("methods", "log_every_steps", "checkpoint_every_steps", "write_figures", "heartbeat_s", "analyses")
 Passes = Mapping[str, Tuple[str, Optional[Sequence[int]]]]  # {kind: (split, classes or None for all)}
 
 
@@ -79,6 +80,10 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
   def train_and_predict():
     params, history = trainer.train_model(ctx, run_name, method_name, train_split=train_split, classes=classes,
                                           seed=seed, num_steps=num_steps)
+    if ctx.config.analyses.head_update_cosine and ctx.split is not None:
+      history = {
+          **history, **head_geometry.run_record(params["head"]["kernel"], ctx.init_params["head"]["kernel"], ctx.split)
+      }
     with ctx.progress.stage(f"Evaluating {run_name} on {', '.join(passes)}"):
       return {kind: _predict(ctx, params, split, cls) for kind, (split, cls) in passes.items()}, history
 
