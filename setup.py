@@ -54,6 +54,9 @@ TEST_REQUIRES = [
     "ipykernel>=6.29",
 ]
 
+# The optional analyses: t-SNE of the features (config.analyses.feature_tsne; ftcal_jax/feature_movement.py).
+ANALYSIS_REQUIRES = ["scikit-learn>=1.4"]
+
 setuptools.setup(
     name="ftcal_jax",
     version="0.1.0",
@@ -62,5 +65,5 @@ setuptools.setup(
     package_data={"ftcal_jax": ["assets/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES + ANALYSIS_REQUIRES, "analysis": ANALYSIS_REQUIRES},
 )
