@@ -62,6 +62,7 @@ def get_config(arg=None):
 
   if args["all"]:  # Every baseline (frozen classifier, LDIFS, HT variant): a few more minutes.
     config.methods = ("finetune", "oracle", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer")
+    config.analyses.feature_tsne = True  # t-SNE of 2,000 test features, pre-trained and FT (see the time above).
   if args["runlocal"]:
     config.num_epochs = 1.0
     config.pcv.num_splits = 1

@@ -165,6 +165,7 @@ def test_movement_cosines():
 
 
 def test_tsne_embeds_one_subsample_in_both_spaces():
+  pytest.importorskip("sklearn")  # The 'analysis' extra.
   rng = np.random.default_rng(0)
   pre = rng.normal(size=(40, 5)).astype(np.float32)
   labels = np.repeat(np.arange(4), 10)
