@@ -204,6 +204,8 @@ def main(argv=None) -> Dict[str, Any]:
     print(f"U class {u}: nearest S class {s}, cos(m_u, m_s) {c:+.3f}; mean over S {b:+.3f}")
   print(
       f"mean over U: cos with nearest S {mv['mean_cos_nearest']:+.3f}, mean over all S {mv['mean_cos_all_seen']:+.3f}")
+  print(f"centred (the mean S movement taken out): cos with nearest S {mv['mean_cos_nearest_centred']:+.3f}, "
+        f"mean over all S {mv['mean_cos_all_seen_centred']:+.3f}")
   print(f"figure: {figure(result, args.out)} ({time.time() - t0:.1f} s)")
   return result
 

@@ -38,7 +38,7 @@ def _ordered(runs: Mapping[str, Any]) -> List[str]:
 def head_cosine_figure(section: Mapping[str, Any], path: str) -> str:
   """Heatmaps of the head-update cosine matrix (S then U) of up to _MAX_PANELS runs."""
   names = _ordered(section["runs"])[:_MAX_PANELS]
-  fig = _new_figure(4.6 * len(names) + 0.8, 4.6)
+  fig = _new_figure(4.6 * len(names) + 1.8, 4.8)
   axes = np.atleast_1d(fig.subplots(1, len(names)))
   k, num_seen = len(section["classes"]), section["num_seen"]
   for ax, name in zip(axes, names):
@@ -54,7 +54,7 @@ def head_cosine_figure(section: Mapping[str, Any], path: str) -> str:
         f"{DISPLAY_NAMES.get(name, name)}\nmean cos: S {_fmt(run['within_seen'])}, U "
         f"{_fmt(run['within_absent'])}, S×U {_fmt(run['across'])}", fontsize=9)
   fig.colorbar(image, ax=list(axes), shrink=0.8, label="cos(Δw_c, Δw_c')")
-  fig.suptitle("Cosine similarity of the head-weight changes w_c(after) − w_c(before)")
+  fig.suptitle("Cosines of the head-weight changes Δw_c = w_c(after) − w_c(before)", fontsize=10)
   fig.savefig(path)
   return path
 
@@ -183,7 +183,9 @@ def _feature_movement_md(sec: Mapping[str, Any], figures: Mapping[str, str]) -> 
       "before and after FT, one D-dimensional space). For each U class: cos(m_u, m_s) with its nearest S class s "
       "(cosine of the pre-trained class means), and the mean of cos(m_u, m_s) over all S classes as a baseline.", "",
       f"Mean over U classes: **{_fmt(sec['mean_cos_nearest'], 3)}** with the nearest S class, "
-      f"{_fmt(sec['mean_cos_all_seen'], 3)} over all S classes (computed in {sec['seconds']:.1f} s" +
+      f"{_fmt(sec['mean_cos_all_seen'], 3)} over all S classes; with the mean S movement (the shared shift) taken "
+      f"out: **{_fmt(sec.get('mean_cos_nearest_centred'), 3)}** and {_fmt(sec.get('mean_cos_all_seen_centred'), 3)} "
+      f"(computed in {sec['seconds']:.1f} s" +
       (f"; t-SNE of {len(sec['tsne']['labels'])} test samples, {sec['tsne']['seconds']:.1f} s)."
        if "tsne" in sec else ")."), ""
   ]

@@ -9,7 +9,8 @@ weights and moves them a little. So a class's movement is a vector of that one s
 For each U class u, its nearest S class s(u) is the S class whose PRE-TRAINED test-feature mean is closest in
 cosine; the report gives cos(m_u, m_s(u)) per U class and its mean, beside a baseline: the mean of cos(m_u, m_s)
 over ALL S classes s (a shared domain shift moves every class alike; "moves with its nearest S class" means more
-than that baseline). The same numbers back the toy example (experiments/toy_section6.py).
+than that baseline), and both again for the centred movements m_c - mean_{s in S} m_s, where that shared shift is
+taken out. The same numbers back the toy example (experiments/toy_section6.py).
 
 `tsne` embeds a seeded subsample of the test features with scikit-learn's TSNE (off by default: it is the slow
 part), separately for the pre-trained and the fine-tuned features, the same samples in both.
@@ -52,7 +53,8 @@ def movement_cosines(pre: np.ndarray, ft: np.ndarray, labels: np.ndarray, seen: 
   Returns:
     {'absent': U ids, 'nearest_seen': the nearest S id of each (by cosine of the pre-trained class means),
     'cos_nearest': cos(m_u, m_s(u)) per U class, 'cos_all_seen': mean over S of cos(m_u, m_s) per U class,
-    'mean_cos_nearest', 'mean_cos_all_seen' (means over the U classes with samples)}.
+    'mean_cos_nearest', 'mean_cos_all_seen' (means over the U classes with samples)}, and the same four with
+    '_centred' for the movements minus the mean S movement (the shift every class shares).
   """
   seen, absent = [int(c) for c in seen], [int(c) for c in absent]
   pre_s, pre_u = class_means(pre, labels, seen), class_means(pre, labels, absent)
@@ -60,16 +62,25 @@ def movement_cosines(pre: np.ndarray, ft: np.ndarray, labels: np.ndarray, seen: 
   move_u = class_means(ft, labels, absent) - pre_u
   # nan_to_num: an S class without samples never wins, a U class without samples gets NaN below.
   nearest = np.argmax(np.nan_to_num(_unit(pre_u) @ _unit(pre_s).T, nan=-np.inf), axis=1)
-  cos = _unit(move_u) @ _unit(move_s).T  # (|U|, |S|)
-  cos_nearest = cos[np.arange(len(absent)), nearest]
+  out: Dict[str, Any] = {"absent": absent, "nearest_seen": [seen[i] for i in nearest]}
+  # Centred: the mean S movement (the shift shared by every class) taken out of both sides first.
+  shared = np.nanmean(move_s, axis=0) if np.isfinite(move_s).any() else np.zeros(move_s.shape[1])
+  for suffix, (mu, ms) in (("", (move_u, move_s)), ("_centred", (move_u - shared, move_s - shared))):
+    out.update({f"{k}{suffix}": v for k, v in _nearest_and_all(_unit(mu) @ _unit(ms).T, nearest).items()})
+  return out
+
+
+def _nearest_and_all(cos: np.ndarray, nearest: np.ndarray) -> Dict[str, Any]:
+  """From the (|U|, |S|) cosines: per U class its cosine with the nearest S class and its mean over S, and means."""
+  cos_nearest = cos[np.arange(cos.shape[0]), nearest]
   ok = np.isfinite(cos)
   with np.errstate(invalid="ignore", divide="ignore"):
     cos_all = np.where(ok, cos, 0.0).sum(axis=1) / ok.sum(axis=1)  # NaN for a U class without samples.
   finite = np.isfinite(cos_nearest)
   mean = lambda v: float(v[finite].mean()) if finite.any() else float("nan")
   return {
-      "absent": absent, "nearest_seen": [seen[i] for i in nearest], "cos_nearest": cos_nearest.tolist(),
-      "cos_all_seen": cos_all.tolist(), "mean_cos_nearest": mean(cos_nearest), "mean_cos_all_seen": mean(cos_all)
+      "cos_nearest": cos_nearest.tolist(), "cos_all_seen": cos_all.tolist(), "mean_cos_nearest": mean(cos_nearest),
+      "mean_cos_all_seen": mean(cos_all)
   }
 
 

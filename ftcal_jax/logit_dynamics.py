@@ -17,6 +17,7 @@ pre-training) or on another class set (PCV's pseudo-splits) gets no probe. The c
 history, so they survive a resume like the head norms do.
 """
 
+import functools
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -50,11 +51,19 @@ def logit_statistics(logits: Any, labels: Any, seen: np.ndarray, absent: np.ndar
   return gt.mean(), mean_other_u, max_s.mean()
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _probe_statistics(model: Any, params: Any, images: jax.Array, labels: jax.Array, seen: jax.Array,
+                      absent: jax.Array):
+  # Module-level and keyed by the (hashable) model: every run of a job shares one compilation.
+  logits = model.apply({"params": params}, images, train=False)["logits"]
+  return logit_statistics(logits, labels, seen, absent)
+
+
 class LogitProbe:
   """params -> {KEYS: float}: one jitted forward over fixed U samples, placed once, replicated on the mesh.
 
   Args:
-    model: the Flax model (apply(..., train=False) returns {'logits', ...}).
+    model: the Flax model (apply(..., train=False) returns {'logits', ...}); hashable, as Linen modules are.
     images: (N, H, W, ch) float32 samples of U classes.
     labels: (N,) their labels.
     seen, absent: (C,) bool masks of S and U.
@@ -66,19 +75,12 @@ class LogitProbe:
                mesh: Any):
     replicated = NamedSharding(mesh, P())
     self.num_samples = int(labels.shape[0])
-    self._images = jax.device_put(np.asarray(images, np.float32), replicated)
-    labels = jax.device_put(np.asarray(labels, np.int32), replicated)
-    seen, absent = np.asarray(seen, bool), np.asarray(absent, bool)
-
-    @jax.jit
-    def stats(params, images):
-      logits = model.apply({"params": params}, images, train=False)["logits"]
-      return logit_statistics(logits, labels, seen, absent)
-
-    self._stats = stats
+    self._model = model
+    self._inputs = jax.device_put((np.asarray(images, np.float32), np.asarray(labels, np.int32), np.asarray(
+        seen, bool), np.asarray(absent, bool)), replicated)
 
   def __call__(self, params: Any) -> Dict[str, float]:
-    values = [float(v) for v in jax.device_get(self._stats(params, self._images))]
+    values = [float(v) for v in jax.device_get(_probe_statistics(self._model, params, *self._inputs))]
     return dict(zip(KEYS, values + [float(self.num_samples)]))
 
 

@@ -4,6 +4,7 @@ Every number below is worked out by hand from the small arrays in the comments.
 """
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -19,6 +20,8 @@ from ftcal_jax import train_step
 from ftcal_jax import training_dynamics
 from ftcal_jax.class_split import ClassSplit
 from ftcal_jax.evaluation import Predictions
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Head-weight changes (D = 2): S = {0, 1}, U = {2, 3}. c0 (1, 0), c1 (3, 4), c2 (2, 0), c3 (0, 2).
 # cos: c0c1 .6, c0c2 1, c0c3 0, c1c2 .6, c1c3 .8, c2c3 0 -> within S .6, within U 0, across (1+0+.6+.8)/4 = .6.
@@ -156,6 +159,10 @@ def test_movement_cosines():
   assert out["nearest_seen"] == [0]
   assert out["cos_nearest"] == pytest.approx([1.0]) and out["cos_all_seen"] == pytest.approx([0.5])
   assert out["mean_cos_nearest"] == pytest.approx(1.0) and out["mean_cos_all_seen"] == pytest.approx(0.5)
+  # Centred by the mean S movement (.5, .5): S0 (-.5, .5), S1 (.5, -.5), U2 (-.5, 1.5): cos 1 / sqrt(1.25) with S0,
+  # its opposite with S1, mean 0.
+  assert out["cos_nearest_centred"] == pytest.approx(
+      [1 / np.sqrt(1.25)]) and out["cos_all_seen_centred"] == [pytest.approx(0.0, abs=1e-12)]
   # Swap the movements of S: now the nearest S class moved orthogonally to c2.
   ft = FT.copy()
   ft[:2] = PRE[:2] + [1, 0]
@@ -217,3 +224,53 @@ def test_analyses_switched_off_leave_no_section():
   assert not {"head_update_cosine", "logit_dynamics", "feature_movement"} & set(rep)
   # Without config.analyses, the feature movement (which needs no extra data) stays off.
   assert analyses.options(None)["feature_movement"] is False
+
+
+@pytest.fixture(scope="module")
+def small_glyphs(tmp_path_factory):
+  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("tfds")
+  for split in glyphs.SPLITS:
+    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
+  return path
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_the_job_records_the_analyses_and_a_resume_keeps_the_logit_curves(small_glyphs, tmp_path, monkeypatch):
+  from ftcal_jax import checkpointing, recipes, train  # pylint: disable=g-import-not-at-top
+  config = recipes.load_file(os.path.join(REPO, "configs", "testing.py")).get_config()
+  with config.unlocked():
+    config.dataset.data_dir = str(small_glyphs)
+    config.pcv.enabled = False
+    config.analyses.feature_movement = True
+  first = train.train_and_evaluate(config, str(tmp_path / "a"))
+  hist = first["history"]["finetune"]
+  assert len(hist["u_logit_gt"]) == len(hist["step"]) == config.num_steps // config.log_every_steps + 1
+  assert first["logit_dynamics"]["finetune"]["num_samples"] > 0
+  k = len(first["class_split"]["seen"]) + len(first["class_split"]["absent"])
+  assert np.asarray(first["head_update_cosine"]["runs"]["finetune"]["matrix"]).shape == (k, k)
+  assert "feature_movement" in first and "tsne" not in first["feature_movement"]
+
+  # A job killed right after its mid-run checkpoint (step 4), then rerun: the curves recorded before the
+  # checkpoint come back from history.json, the rest are recorded again; both match the uninterrupted run.
+  save = checkpointing.Checkpointer.maybe_save
+
+  def save_then_crash(self, step, *args, **kwargs):
+    saved = save(self, step, *args, **kwargs)
+    if step == config.checkpoint_every_steps:
+      self.close()  # Joins the async write, as a finished save would be.
+      raise _Crash()
+    return saved
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "maybe_save", save_then_crash)
+  with pytest.raises(_Crash):
+    train.train_and_evaluate(config, str(tmp_path / "b"))
+  monkeypatch.undo()
+  again = train.train_and_evaluate(config, str(tmp_path / "b"))
+  with open(tmp_path / "b" / "summary.json") as f:
+    assert json.load(f)["runs"]["finetune"]["resumed_from"] == config.checkpoint_every_steps
+  for key in logit_dynamics.KEYS:
+    np.testing.assert_allclose(again["history"]["finetune"][key], hist[key], rtol=1e-5)
