@@ -63,6 +63,9 @@ TEST_REQUIRES = TRAIN_REQUIRES + [
     "ipykernel>=6.29",
 ]
 
+# The optional analyses: t-SNE of the features (config.analyses.feature_tsne; ftcal_jax/feature_movement.py).
+ANALYSIS_REQUIRES = ["scikit-learn>=1.4"]
+
 setuptools.setup(
     name="ftcal_jax",
     version="0.1.0",
@@ -71,5 +74,9 @@ setuptools.setup(
     package_data={"ftcal_jax": ["assets/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"train": TRAIN_REQUIRES, "test": TEST_REQUIRES},
+    # [train] carries the analyses too, so the README's demo command also runs configs/glyphs.py:all (t-SNE).
+    extras_require={
+        "train": TRAIN_REQUIRES + ANALYSIS_REQUIRES, "test": TEST_REQUIRES + ANALYSIS_REQUIRES,
+        "analysis": ANALYSIS_REQUIRES
+    },
 )

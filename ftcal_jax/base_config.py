@@ -73,6 +73,23 @@ def _optimizers(config: ml_collections.ConfigDict) -> None:
   config.ldifs.optimizer.grad_clip_norm = 1.0  # Global-norm clip.
 
 
+def _analyses(config: ml_collections.ConfigDict) -> None:
+  """config.analyses: the paper's extra analyses in the report. None changes a result, so a rerun may switch them."""
+  config.analyses = ml_collections.ConfigDict()
+  # Cosine matrix of the head-weight changes, S then U, and its block means (head_geometry.py); nearly free.
+  config.analyses.head_update_cosine = True
+  # Mean GT / largest other-U / largest S logit of held-out U samples at each history record (logit_dynamics.py):
+  # one forward over `logit_samples` U samples of the fine-tuning split per record, S-only runs only.
+  config.analyses.logit_dynamics = True
+  config.analyses.logit_samples = 512  # At most this many U samples (balanced over U) in the probe.
+  # Per class, mean FT test feature - mean pre-trained one; cosine of each U class's movement with its nearest
+  # S class's (feature_movement.py); cheap.
+  config.analyses.feature_movement = True
+  config.analyses.feature_tsne = False  # t-SNE of the pre-trained and FT test features (scikit-learn; slow).
+  config.analyses.tsne_points = 2000  # t-SNE subsample of the test set (seeded, the same samples in both panels).
+  config.analyses.tsne_perplexity = 30.0  # sklearn.manifold.TSNE's perplexity.
+
+
 def get_config() -> ml_collections.ConfigDict:
   """The schema with the paper's recipe as defaults, unlocked: the caller overrides fields, then locks it."""
   config = ml_collections.ConfigDict()
@@ -116,6 +133,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.pcv.holdout_fraction = 0.2  # Per-class share of the training split held out to build PCV's curves.
   config.pcv.seed = 17  # Pseudo-split k halves S with seed pcv.seed + k.
 
+  _analyses(config)
   config.log_every_steps = 50  # Progress line, TensorBoard scalars and head-norm history.
   config.checkpoint_every_steps = 500  # Orbax saves (and always at the end of a run).
   config.write_figures = True  # report.md and figures/*.png besides report.json.

@@ -10,6 +10,7 @@ from typing import Any, Dict, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ftcal_jax import analysis_render
 from ftcal_jax import atomic_write
 from ftcal_jax.methods import DISPLAY_NAMES
 
@@ -170,4 +171,5 @@ def write_figures(report: Mapping[str, Any], fig_dir: str) -> Dict[str, str]:
     out["nn_vs_ncm"] = nn_vs_ncm_figure(report, os.path.join(fig_dir, "nn_vs_ncm.png"))
   if report.get("history"):
     out["head_norms"] = head_norms_figure(report, os.path.join(fig_dir, "head_norms.png"))
+  out.update(analysis_render.write_figures(report, fig_dir))
   return out

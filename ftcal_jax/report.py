@@ -10,6 +10,7 @@ split, plus the training-split passes that ALG and NCM need) into one JSON-able 
   ncm         nearest-class-mean accuracies before/after fine-tuning and the "NN vs NCM gains" (a diagnostic: the
               class means use absent-class training data);
   softmax_decomposition, head_norms (training_dynamics.summarize), class_split, head_classes;
+  head_update_cosine, logit_dynamics, feature_movement (analyses.py), as config.analyses selects;
   findings    the paper's claims (findings.py): margin, paired-bootstrap 95% interval and verdict of each, with
               findings_bootstrap (its settings) and dominance (the pre-trained point and the two calibrated FT
               points the figure marks).
@@ -24,6 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ftcal_jax import analyses
 from ftcal_jax import calibration
 from ftcal_jax import findings as findings_lib
 from ftcal_jax import metrics
@@ -338,6 +340,9 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
   alg_train, ncm_train, history = dict(alg_train or {}), dict(ncm_train or {}), dict(history or {})
   _check_inputs(class_split, test, alg_train, ncm_train)
   absent, head_policy = _head_classes(class_split, class_mask)
+  config_dict = config.to_dict() if hasattr(config, "to_dict") else (config or {})
+  # Before the class mask re-indexes the labels: the analyses index the whole head with the split's class ids.
+  extra = analyses.report_sections(test=test, history=history, class_split=class_split, config=config_dict)
   if class_mask is not None:
     restrict = lambda d: {k: v.restrict_classes(np.asarray(class_mask, bool)) for k, v in d.items()}
     test, alg_train, ncm_train = restrict(test), restrict(alg_train), restrict(ncm_train)
@@ -355,7 +360,8 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
   report["softmax_decomposition"] = _softmax_section(test, report["methods"], absent)
   if history:
     report["head_norms"] = {k: training_dynamics.summarize(h) for k, h in history.items()}
-    report["history"] = {k: {f: list(v) for f, v in h.items()} for k, h in history.items()}
+    report["history"] = analyses.curves(history)
+  report.update(extra)
   report.update(_findings(report, test, ncm_train, absent, dict(bootstrap or {})))
   return to_jsonable(report)
 

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Sequence
 
+from ftcal_jax import analysis_render
 from ftcal_jax import atomic_write
 from ftcal_jax import plots
 from ftcal_jax.methods import DISPLAY_NAMES
@@ -166,6 +167,7 @@ def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> st
   out += _softmax(report)
   if "head_norms" in report:
     out += _head_norms(report, figures)
+  out += analysis_render.markdown(report, figures)
   out += _findings(report)
   return "\n".join(out) + "\n"
 

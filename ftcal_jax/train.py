@@ -37,6 +37,7 @@ from ftcal_jax import checkpointing
 from ftcal_jax import config_validation
 from ftcal_jax import evaluation
 from ftcal_jax import export
+from ftcal_jax import head_geometry
 from ftcal_jax import integrity
 from ftcal_jax import methods
 from ftcal_jax import pcv
@@ -53,7 +54,7 @@ from ftcal_jax.progress import Progress
 
 # Config fields that do not change any result: a rerun may change them and still resume.
 _NON_SEMANTIC = ("methods", "log_every_steps", "checkpoint_every_steps", "write_figures", "heartbeat_s",
-                 "export_calibration")
+                 "export_calibration", "analyses")
 # The rules config.export_calibration may name ('' writes no calibrated model).
 _EXPORT_RULES = ("", "ALG", "PCV")
 Passes = Mapping[str, Tuple[str, Optional[Sequence[int]]]]  # {kind: (split, classes or None for all)}
@@ -99,6 +100,10 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
                                           seed=seed, num_steps=num_steps)
     if params_path and _is_main():
       weights.save_npz(jax.device_get(params), params_path)
+    if ctx.config.analyses.head_update_cosine and ctx.split is not None:
+      history = {
+          **history, **head_geometry.run_record(params["head"]["kernel"], ctx.init_params["head"]["kernel"], ctx.split)
+      }
     with ctx.progress.stage(f"Evaluating {run_name} on {', '.join(passes)}"):
       return {kind: _predict(ctx, params, split, cls) for kind, (split, cls) in passes.items()}, history
 

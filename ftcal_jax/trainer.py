@@ -24,6 +24,7 @@ import numpy as np
 
 from ftcal_jax import checkpointing
 from ftcal_jax import input_pipeline
+from ftcal_jax import logit_dynamics
 from ftcal_jax import methods
 from ftcal_jax import optimizers
 from ftcal_jax import train_step as train_step_lib
@@ -100,7 +101,7 @@ def _open_run(ctx: JobContext, name: str, method_name: str, train_split: str, cl
                                     max_to_keep=2)
   kernel = ctx.init_params["head"]["kernel"]
   seen, absent = training_dynamics.class_masks(kernel.shape[-1], classes, ctx.split)
-  history = training_dynamics.HeadHistory(kernel, seen, absent)
+  history = training_dynamics.HeadHistory(kernel, seen, absent, probe=logit_dynamics.make_probe(ctx, classes))
   return _Run(name, method_name, steps, ckpt, history, os.path.join(run_dir, "history.json"))
 
 
@@ -150,7 +151,7 @@ def _loop(ctx: JobContext, run: _Run, state, step_fn, batches, rng, start: int) 
       mean = _mean_metrics(run, pending)
       pending = []
       ctx.writer.write_scalars(step, {f"{run.name}/{k}": v for k, v in mean.items()})
-      run.history.record(step, mean["loss"], state.params["head"]["kernel"])
+      run.history.record(step, mean["loss"], state.params["head"]["kernel"], params=state.params)
       rate = (step - start) / max(time.time() - t_start, 1e-9)
       ctx.progress(f"{run.name}: step {step}/{run.steps} loss {mean['loss']:.4f} acc {mean['accuracy']:.3f} "
                    f"{rate:.1f} steps/s ETA {(run.steps - step) / max(rate, 1e-9):.0f}s")
@@ -196,7 +197,7 @@ def train_model(ctx: JobContext, run_name: str, method_name: str, *, train_split
   run = _open_run(ctx, run_name, method_name, train_split, classes, seed, steps)
   state, start = _restore(ctx, run, state)
   if start == 0:
-    run.history.record(0, float("nan"), state.params["head"]["kernel"])
+    run.history.record(0, float("nan"), state.params["head"]["kernel"], params=state.params)
   ctx.progress(f"{run_name}: {method_name} on {num_examples} examples of {train_split}, {steps} steps of "
                f"{config.batch_size} ({opt_cfg.name}, lr {opt_cfg.lr:g})")
   batches = ctx.dataset.train_batches(train_split, global_batch=config.batch_size, seed=seed, classes=classes)

@@ -71,19 +71,25 @@ class HeadHistory:
   Args:
     init_kernel: (D, C) head weights before training (the updates are measured from them).
     seen, absent: (C,) bool masks (see `class_masks`).
+    probe: optional params -> {key: float} with a `keys` tuple (logit_dynamics.LogitProbe's KEYS); each record
+      then also holds its values, under those keys.
   """
 
-  def __init__(self, init_kernel: Any, seen: np.ndarray, absent: np.ndarray):
+  def __init__(self, init_kernel: Any, seen: np.ndarray, absent: np.ndarray, probe: Optional[Any] = None):
     self.init_kernel = np.asarray(jax.device_get(init_kernel), np.float64)
     self.seen, self.absent = seen, absent
-    self.values: Dict[str, List[float]] = {k: [] for k in HISTORY_KEYS}
+    self.probe = probe
+    self.values: Dict[str, List[float]] = {k: [] for k in HISTORY_KEYS + (tuple(probe.keys) if probe else ())}
 
-  def record(self, step: int, loss: float, kernel: Any) -> None:
-    """Appends one entry; `kernel` (D, C) is the head now (a device array is fetched)."""
+  def record(self, step: int, loss: float, kernel: Any, params: Optional[Any] = None) -> None:
+    """Appends one entry; `kernel` (D, C) is the head now (a device array is fetched); `params` feed the probe."""
     kernel = np.asarray(jax.device_get(kernel), np.float64)
     s, u, cos = head_statistics(kernel, self.init_kernel, self.seen, self.absent)
     for k, v in zip(HISTORY_KEYS, (step, loss, s, u, cos)):
       self.values[k].append(v)
+    if self.probe is not None:
+      for k, v in self.probe(params).items():
+        self.values[k].append(v)
 
   def save(self, path: str) -> None:
     atomic_write.write_json(path, self.values)  # A kill mid-write keeps the previous record whole.
@@ -100,7 +106,8 @@ class HeadHistory:
     if saved is None:
       return False
     keep = [i for i, s in enumerate(saved["step"]) if s <= last_step]
-    self.values = {k: [saved[k][i] for i in keep] for k in HISTORY_KEYS}
+    # A key the saved record lacks (an analysis switched on since) is NaN for the entries before the resume.
+    self.values = {k: [saved[k][i] if k in saved else float("nan") for i in keep] for k in self.values}
     return True
 
 
