@@ -1,0 +1,194 @@
+"""One entry point for pre-trained backbones: `model, variables = load_pretrained(name, path, ...)`.
+
+  ResNet-18/34/50/101   torchvision/timm or transformers state dicts (.pth/.pt/.bin/.safetensors)
+  CLIP-ViT-B/32, B/16, L/14   OpenAI/open_clip or transformers CLIP state dicts; the head is CLIP's zero-shot head
+                        (from a (C, E) text-embedding array, or from class names run through the text tower)
+  ViT-*                 vit_jax .npz, or transformers/timm ViT state dicts
+
+`model.apply(variables, images, train=False)` returns {'logits', 'pre_logits', 'blocks', ...}; images are NHWC
+float32 and used as given, with no normalisation inside the model (the config states the input mean and std).
+Nothing is downloaded: `path` is a file the user has.
+"""
+
+import os
+from typing import Any, Dict, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ftcal_jax.models import clip_text
+from ftcal_jax.models import clip_weights
+from ftcal_jax.models import resnet_weights
+from ftcal_jax.models import weights
+from ftcal_jax.models import CLIP_CONFIGS, MODEL_CONFIGS, RESNET_CONFIGS, get_model, list_models
+
+# The text towers paired with each CLIP image tower (OpenAI's); vocabulary and context come from the checkpoint.
+CLIP_TEXT_CONFIGS: Dict[str, Dict[str, Any]] = {
+    "CLIP-ViT-B/32": dict(width=512, num_layers=12, num_heads=8, embed_dim=512),
+    "CLIP-ViT-B/16": dict(width=512, num_layers=12, num_heads=8, embed_dim=512),
+    "CLIP-ViT-L/14": dict(width=768, num_layers=12, num_heads=12, embed_dim=768),
+    "CLIP-testing": dict(width=32, num_layers=2, num_heads=2, embed_dim=16),
+}
+OPENAI_LOGIT_SCALE = 100.0  # exp of the trained logit_scale of every OpenAI CLIP (its clamp value)
+
+Head = Union[str, Sequence[int]]
+
+
+def _shapes(model, image_size: int):
+  """The model's variables as jax.ShapeDtypeStructs (nothing is computed or compiled)."""
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+
+
+def _fresh_head(shapes: Dict[str, Any], model) -> Dict[str, Any]:
+  """The init values of a new head: every model here starts its head kernel at zero and its bias constant."""
+  params = dict(shapes["params"])
+  head = params["head"]
+  params["head"] = {
+      "kernel": np.zeros(head["kernel"].shape, np.float32), "bias": np.full(head["bias"].shape, model.head_bias_init,
+                                                                            np.float32)
+  }
+  return {**shapes, "params": params}
+
+
+def restore_variables(shapes: Dict[str, Any], loaded: Dict[str, Any], *, head: Head = "keep") -> Dict[str, Any]:
+  """Fits loaded 'params' (and 'batch_stats', when the model has them) to the model's variables.
+
+  Args:
+    shapes: the model's variables (arrays or jax.eval_shape structs; real arrays for the head when head='new').
+    loaded: {'params': ..., 'batch_stats': ...} from a converter.
+    head: as weights.restore_into: 'keep', 'new' or a list of class indices of the loaded head.
+
+  Returns:
+    variables with the model's structure, shapes and dtypes (numpy arrays).
+
+  Raises:
+    ValueError naming every missing or unexpected key and shape mismatch (weights.restore_into).
+  """
+  out = {"params": weights.restore_into(shapes["params"], loaded["params"], head=head)}
+  if "batch_stats" in shapes:
+    out["batch_stats"] = weights.restore_into(shapes["batch_stats"], loaded.get("batch_stats", {}))
+  return out
+
+
+def _num_classes(loaded_params, num_classes: Optional[int], head: Head) -> Optional[int]:
+  if not isinstance(head, str):
+    return len(head)
+  if head == "keep":
+    if "head" not in loaded_params:
+      raise ValueError("head='keep' but the checkpoint has no head: pass head='new' and num_classes.")
+    return int(np.shape(loaded_params["head"]["kernel"])[-1])
+  if not num_classes:
+    raise ValueError("head='new' needs num_classes.")
+  return num_classes
+
+
+def _load_resnet(name, path, *, num_classes, head, source, prefix, dtype):
+  loaded = resnet_weights.load_resnet_state_dict(path, source=source or "auto", prefix=prefix)
+  model = get_model(name, _num_classes(loaded["params"], num_classes, head), dtype=dtype)
+  shapes = _shapes(model, 224)
+  if head == "new":
+    shapes = _fresh_head(shapes, model)
+  return model, restore_variables(shapes, loaded, head=head)
+
+
+def _load_vit(name, path, *, num_classes, head, source, image_size, dtype):
+  path_str = os.fspath(path) if not isinstance(path, dict) else ""
+  if path_str.endswith(".npz"):
+    loaded = weights.load_npz(path_str)
+  else:
+    loaded = weights.load_torch_state_dict(path, num_heads=MODEL_CONFIGS[name]["num_heads"], source=source or "hf")
+  model = get_model(name, _num_classes(loaded, num_classes, head), dtype=dtype)
+  shapes = _shapes(model, image_size or 224)
+  if head == "new":
+    shapes = _fresh_head(shapes, model)
+  return model, restore_variables(shapes, {"params": loaded}, head=head)
+
+
+def _text_tower(name: str, text_loaded, eos_token_id: int):
+  """The CLIP text tower for image tower `name`, sized by the checkpoint (vocabulary, context), and its params."""
+  vocab, width = np.shape(text_loaded["token_embedding"]["embedding"])
+  config = {**CLIP_TEXT_CONFIGS[name], "vocab_size": int(vocab), "width": int(width)}
+  config["context_length"] = int(np.shape(text_loaded["positional_embedding"])[0])
+  model = clip_text.CLIPTextTransformer(eos_token_id=eos_token_id, **config)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, config["context_length"]), jnp.int32))
+  return model, weights.restore_into(shapes["params"], text_loaded)
+
+
+def _zero_shot_head(name, loaded, *, text_embeddings, classnames, templates, vocab_file, merges_file, logit_scale):
+  """CLIP's zero-shot head {'kernel' (E, C), 'bias' (C,)}, or None when neither embeddings nor class names are given."""
+  scale = logit_scale or loaded.get("logit_scale") or OPENAI_LOGIT_SCALE
+  if text_embeddings is not None:
+    return clip_text.zero_shot_head(text_embeddings, scale)
+  if classnames is None:
+    return None
+  if "text" not in loaded:
+    raise ValueError("classnames need CLIP's text tower, which this checkpoint lacks (an image-tower-only file?). "
+                     "Pass a full CLIP checkpoint, or text_embeddings=(C, E) array.")
+  if not (vocab_file and merges_file):
+    raise ValueError("classnames need CLIP's tokenizer files: pass vocab_file= and merges_file=.")
+  model, params = _text_tower(name, loaded["text"], clip_text.eos_token_id(vocab_file, merges_file))
+  emb = clip_text.class_text_embeddings(model, params, classnames, vocab_file, merges_file, templates)
+  return clip_text.zero_shot_head(emb, scale)
+
+
+def _load_clip(name, path, *, num_classes, head, source, image_size, dtype, zero_shot):
+  loaded = clip_weights.load_clip_state_dict(path, source=source or "auto")
+  if "visual" not in loaded:
+    raise ValueError(f"{path} holds no CLIP image tower (no visual.* / vision_model.* keys).")
+  visual = dict(loaded["visual"])
+  zs_head = _zero_shot_head(name, loaded, **zero_shot)
+  if zs_head is not None:
+    visual["head"], head, num_classes = zs_head, "keep", zs_head["bias"].shape[0]
+  elif head == "keep" and "head" not in visual and not num_classes:
+    num_classes = None  # no head: the logits are the normalised embeddings
+  else:
+    num_classes = _num_classes(visual, num_classes, head)
+  model = get_model(name, num_classes, dtype=dtype)
+  shapes = _shapes(model, image_size or 224)
+  want, got = shapes["params"]["positional_embedding"].shape, np.shape(visual["positional_embedding"])
+  if want != got and want[-1] == got[-1]:  # another image size: resize over the patch grid, as transformers does
+    visual["positional_embedding"] = weights.resize_posemb(visual["positional_embedding"][None], want[0],
+                                                           method="bicubic")[0]
+  if head == "new":
+    shapes = _fresh_head(shapes, model)
+  return model, restore_variables(shapes, {"params": visual}, head=head)
+
+
+def load_pretrained(name: str, path, *, num_classes: Optional[int] = None, head: Head = "keep",
+                    image_size: Optional[int] = None, source: Optional[str] = None, prefix: str = "",
+                    text_embeddings=None, classnames: Optional[Sequence[str]] = None,
+                    templates: Sequence[str] = ("a photo of a {}.",), vocab_file: Optional[str] = None,
+                    merges_file: Optional[str] = None, logit_scale: Optional[float] = None, dtype=jnp.float32):
+  """Builds the named model and loads a checkpoint file (or state dict) into it.
+
+  Args:
+    name: a registry name: 'ResNet-50' (and 18/34/101), 'CLIP-ViT-B/32' (and B/16, L/14), 'ViT-B/16', ...
+    path: the checkpoint (see the module docstring), or a state dict.
+    num_classes: head size when head='new'.
+    head: 'keep' the checkpoint's head (ImageNet-1k's 1000 classes); 'new' a fresh zero head of num_classes;
+      or a list of the checkpoint head's class indices to keep (e.g. ImageNet-R's 200).
+    image_size: input side for ViT/CLIP position embeddings (default 224; resized from the checkpoint's grid).
+    source: the naming, per family: 'torchvision'/'hf' (ResNet), 'openai'/'hf' (CLIP), 'hf'/'timm' (ViT state
+      dicts); None detects it (ViT: 'hf').
+    prefix: ResNet only: a key prefix to strip (e.g. 'backbone.').
+    text_embeddings: CLIP: a (C, E) array (or .npy/.npz path) of class text embeddings; gives the zero-shot head.
+    classnames, templates, vocab_file, merges_file: CLIP: build the zero-shot head by running the prompts
+      template.format(classname) through the checkpoint's text tower, tokenised with these BPE files.
+    logit_scale: CLIP's logit multiplier (default: the checkpoint's exp(logit_scale), else 100).
+    dtype: compute dtype of the model (parameters stay float32).
+
+  Returns:
+    (model, variables): `model.apply(variables, images (B, H, W, 3), train=False)` returns a dict with 'logits'
+    (B, C), 'pre_logits' (B, D) and 'blocks'. ResNet variables also hold 'batch_stats'.
+  """
+  if name in RESNET_CONFIGS:
+    return _load_resnet(name, path, num_classes=num_classes, head=head, source=source, prefix=prefix, dtype=dtype)
+  if name in CLIP_CONFIGS:
+    zero_shot = dict(text_embeddings=text_embeddings, classnames=classnames, templates=templates, vocab_file=vocab_file,
+                     merges_file=merges_file, logit_scale=logit_scale)
+    return _load_clip(name, path, num_classes=num_classes, head=head, source=source, image_size=image_size, dtype=dtype,
+                      zero_shot=zero_shot)
+  if name in MODEL_CONFIGS:
+    return _load_vit(name, path, num_classes=num_classes, head=head, source=source, image_size=image_size, dtype=dtype)
+  raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}.")
