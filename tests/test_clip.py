@@ -36,6 +36,8 @@ def _randomise(model, seed):
     for name, p in model.named_parameters():
       if name.endswith("logit_scale"):
         p.fill_(np.log(30.0))
+      elif p.ndim >= 2:  # unit-gain matrices: at width 768 a fixed 0.2 std makes a chaotic net, not a test
+        p.copy_(torch.randn_like(p) / np.sqrt(np.prod(p.shape[1:])))
       else:
         p.copy_((1.0 if "norm" in name and name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
   return model.eval()
