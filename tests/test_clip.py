@@ -19,7 +19,7 @@ from ftcal_jax import ldifs
 from ftcal_jax.models import clip
 from ftcal_jax.models import clip_text
 from ftcal_jax.models import clip_weights
-from ftcal_jax.models import load_pretrained
+from ftcal_jax.models import CLIP_CONFIGS, get_model, load_pretrained
 from ftcal_jax.models import weights
 
 # CLIP-testing's widths.
@@ -224,3 +224,19 @@ def test_errors():
     load_pretrained("CLIP-testing", sd, image_size=32, classnames=["cat"])
   with pytest.raises(ValueError, match=r"shape mismatch at 'resblocks_0/mlp/c_fc/kernel'.*\(768, 3072\)"):
     load_pretrained("CLIP-ViT-B/32", sd, image_size=32)
+
+
+def _analytic_size(cfg, res):
+  """An OpenAI CLIP image tower's parameter count from its widths, counted by hand."""
+  d, p, e = cfg["width"], cfg["patch_size"], cfg["embed_dim"]
+  block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+  return 3 * p * p * d + d + ((res // p)**2 + 1) * d + 2 * d + cfg["num_layers"] * block + 2 * d + d * e
+
+
+@pytest.mark.parametrize("name", ["CLIP-ViT-B/32", "CLIP-ViT-B/16", "CLIP-ViT-L/14"])
+def test_parameter_counts(name):
+  shapes = jax.eval_shape(get_model(name, None).init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  count = sum(x.size for x in jax.tree.leaves(shapes["params"]))
+  assert count == _analytic_size(CLIP_CONFIGS[name], 224)
+  if name == "CLIP-ViT-B/32":
+    assert count == 87_849_216  # OpenAI's ViT-B/32 `visual` tower

@@ -207,3 +207,13 @@ def test_new_head_and_class_subset():
   _, sub = load_pretrained("ResNet-testing", sd, head=[7, 2])
   np.testing.assert_array_equal(sub["params"]["head"]["kernel"], full["params"]["head"]["kernel"][:, [7, 2]])
   jax.tree.map(np.testing.assert_array_equal, sub["batch_stats"], full["batch_stats"])
+
+
+@pytest.mark.parametrize("name,count", [("ResNet-18", 11_689_512), ("ResNet-34", 21_797_672), ("ResNet-50", 25_557_032),
+                                        ("ResNet-101", 44_549_160)])
+def test_parameter_counts_match_torchvision(name, count):
+  """torchvision's published sizes with the 1000-class head; eval_shape builds nothing."""
+  model = get_model(name, 1000)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == count
+  assert model.num_layers == 4
