@@ -240,3 +240,36 @@ def test_parameter_counts(name):
   assert count == _analytic_size(CLIP_CONFIGS[name], 224)
   if name == "CLIP-ViT-B/32":
     assert count == 87_849_216  # OpenAI's ViT-B/32 `visual` tower
+
+
+class _JitVisual(torch.nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.class_embedding = torch.nn.Parameter(torch.randn(4))
+    self.ln_pre = torch.nn.LayerNorm(4)
+
+  def forward(self, x):
+    return self.ln_pre(x + self.class_embedding)
+
+
+class _JitClip(torch.nn.Module):
+  """A TorchScript archive with OpenAI's key names, as OpenAI's own `ViT-B-32.pt` files are."""
+
+  def __init__(self):
+    super().__init__()
+    self.visual = _JitVisual()
+    self.logit_scale = torch.nn.Parameter(torch.tensor(np.log(100.0), dtype=torch.float32))
+
+  def forward(self, x):
+    return self.visual(x) * self.logit_scale
+
+
+def test_reads_openai_torchscript_archives(tmp_path):
+  torch.manual_seed(0)
+  module = _JitClip()
+  torch.jit.save(torch.jit.script(module), str(tmp_path / "ViT-tiny.pt"))
+  loaded = clip_weights.load_clip_state_dict(str(tmp_path / "ViT-tiny.pt"))
+  np.testing.assert_array_equal(loaded["visual"]["class_embedding"], module.visual.class_embedding.detach().numpy())
+  assert sorted(loaded["visual"]["ln_pre"]) == ["bias", "scale"]
+  assert abs(loaded["logit_scale"] - 100.0) < 1e-3
