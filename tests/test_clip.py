@@ -273,3 +273,12 @@ def test_reads_openai_torchscript_archives(tmp_path):
   np.testing.assert_array_equal(loaded["visual"]["class_embedding"], module.visual.class_embedding.detach().numpy())
   assert sorted(loaded["visual"]["ln_pre"]) == ["bias", "scale"]
   assert abs(loaded["logit_scale"] - 100.0) < 1e-3
+
+
+def test_round_trip_through_ftcal_npz(tmp_path):
+  emb = np.random.RandomState(0).randn(3, 16).astype(np.float32)
+  _, variables = load_pretrained("CLIP-testing", _sd(_vision_reference(**_VISION)), image_size=32, text_embeddings=emb)
+  weights.save_npz(variables["params"], str(tmp_path / "clip.npz"))
+  model, again = load_pretrained("CLIP-testing", str(tmp_path / "clip.npz"), image_size=32)
+  assert model.num_classes == 3
+  jax.tree.map(np.testing.assert_array_equal, again, variables)

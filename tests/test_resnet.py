@@ -217,3 +217,14 @@ def test_parameter_counts_match_torchvision(name, count):
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == count
   assert model.num_layers == 4
+
+
+def test_round_trip_through_ftcal_npz(tmp_path):
+  """The .npz that ftcal_jax writes (variables: params and batch_stats) loads back as it was."""
+  _, variables = load_pretrained("ResNet-testing", _state_dict(_reference(**_TINY)))
+  weights.save_npz(variables, str(tmp_path / "source_model.npz"))
+  _, again = load_pretrained("ResNet-testing", str(tmp_path / "source_model.npz"))
+  jax.tree.map(np.testing.assert_array_equal, again, variables)
+  weights.save_npz(variables["params"], str(tmp_path / "params_only.npz"))
+  with pytest.raises(ValueError, match="no 'batch_stats"):
+    load_pretrained("ResNet-testing", str(tmp_path / "params_only.npz"))

@@ -5,6 +5,9 @@
                         (from a (C, E) text-embedding array, or from class names run through the text tower)
   ViT-*                 vit_jax .npz, or transformers/timm ViT state dicts
 
+and, for every family, the `.npz` that ftcal_jax writes (weights.save_npz of the variables: 'params/...' and, for
+a ResNet, 'batch_stats/...'), e.g. the Office-Home source stage's model.
+
 `model.apply(variables, images, train=False)` returns {'logits', 'pre_logits', 'blocks', ...}; images are NHWC
 float32 and used as given, with no normalisation inside the model (the config states the input mean and std).
 Nothing is downloaded: `path` is a file the user has.
@@ -83,8 +86,17 @@ def _num_classes(loaded_params, num_classes: Optional[int], head: Head) -> Optio
   return num_classes
 
 
+def _is_npz(path) -> bool:
+  return isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".npz")
+
+
 def _load_resnet(name, path, *, num_classes, head, source, prefix, dtype):
-  loaded = resnet_weights.load_resnet_state_dict(path, source=source or "auto", prefix=prefix)
+  if _is_npz(path):  # ftcal_jax's own: {'params': ..., 'batch_stats': ...}
+    loaded = weights.load_npz(os.fspath(path))
+    if "batch_stats" not in loaded:
+      raise ValueError(f"{path} holds no 'batch_stats/...' arrays: not a ResNet saved by ftcal_jax.")
+  else:
+    loaded = resnet_weights.load_resnet_state_dict(path, source=source or "auto", prefix=prefix)
   model = get_model(name, _num_classes(loaded["params"], num_classes, head), dtype=dtype)
   shapes = _shapes(model, 224)
   if head == "new":
@@ -93,9 +105,8 @@ def _load_resnet(name, path, *, num_classes, head, source, prefix, dtype):
 
 
 def _load_vit(name, path, *, num_classes, head, source, image_size, dtype):
-  path_str = os.fspath(path) if not isinstance(path, dict) else ""
-  if path_str.endswith(".npz"):
-    loaded = weights.load_npz(path_str)
+  if _is_npz(path):
+    loaded = weights.load_npz(os.fspath(path))
   else:
     loaded = weights.load_torch_state_dict(path, num_heads=MODEL_CONFIGS[name]["num_heads"], source=source or "hf")
   model = get_model(name, _num_classes(loaded, num_classes, head), dtype=dtype)
@@ -133,7 +144,10 @@ def _zero_shot_head(name, loaded, *, text_embeddings, classnames, templates, voc
 
 
 def _load_clip(name, path, *, num_classes, head, source, image_size, dtype, zero_shot):
-  loaded = clip_weights.load_clip_state_dict(path, source=source or "auto")
+  if _is_npz(path):  # ftcal_jax's own: the image tower's params, with the head it was saved with
+    loaded = {"visual": weights.load_npz(os.fspath(path))}
+  else:
+    loaded = clip_weights.load_clip_state_dict(path, source=source or "auto")
   if "visual" not in loaded:
     raise ValueError(f"{path} holds no CLIP image tower (no visual.* / vision_model.* keys).")
   visual = dict(loaded["visual"])
