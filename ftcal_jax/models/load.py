@@ -126,6 +126,25 @@ def _text_tower(name: str, text_loaded, eos_token_id: int):
   return model, weights.restore_into(shapes["params"], text_loaded)
 
 
+def clip_class_embeddings(name: str, loaded: Dict[str, Any], classnames: Sequence[str], vocab_file: str,
+                          merges_file: str, templates: Sequence[str] = ("a photo of a {}.",)) -> np.ndarray:
+  """(C, E) unit-length class text embeddings from a converted CLIP checkpoint's text tower.
+
+  Args:
+    name: the image tower's registry name ('CLIP-ViT-B/32', ...), which fixes the text tower's widths.
+    loaded: clip_weights.load_clip_state_dict of a full CLIP checkpoint (with its text tower).
+    classnames, templates: prompts template.format(classname), averaged over templates per class.
+    vocab_file, merges_file: CLIP's BPE files.
+  """
+  if "text" not in loaded:
+    raise ValueError("classnames need CLIP's text tower, which this checkpoint lacks (an image-tower-only file?). "
+                     "Pass a full CLIP checkpoint, or text_embeddings=(C, E) array.")
+  if not (vocab_file and merges_file):
+    raise ValueError("classnames need CLIP's tokenizer files: pass vocab_file= and merges_file=.")
+  model, params = _text_tower(name, loaded["text"], clip_text.eos_token_id(vocab_file, merges_file))
+  return clip_text.class_text_embeddings(model, params, classnames, vocab_file, merges_file, templates)
+
+
 def _zero_shot_head(name, loaded, *, text_embeddings, classnames, templates, vocab_file, merges_file, logit_scale):
   """CLIP's zero-shot head {'kernel' (E, C), 'bias' (C,)}, or None when neither embeddings nor class names are given."""
   scale = logit_scale or loaded.get("logit_scale") or OPENAI_LOGIT_SCALE
@@ -133,14 +152,8 @@ def _zero_shot_head(name, loaded, *, text_embeddings, classnames, templates, voc
     return clip_text.zero_shot_head(text_embeddings, scale)
   if classnames is None:
     return None
-  if "text" not in loaded:
-    raise ValueError("classnames need CLIP's text tower, which this checkpoint lacks (an image-tower-only file?). "
-                     "Pass a full CLIP checkpoint, or text_embeddings=(C, E) array.")
-  if not (vocab_file and merges_file):
-    raise ValueError("classnames need CLIP's tokenizer files: pass vocab_file= and merges_file=.")
-  model, params = _text_tower(name, loaded["text"], clip_text.eos_token_id(vocab_file, merges_file))
-  emb = clip_text.class_text_embeddings(model, params, classnames, vocab_file, merges_file, templates)
-  return clip_text.zero_shot_head(emb, scale)
+  return clip_text.zero_shot_head(clip_class_embeddings(name, loaded, classnames, vocab_file, merges_file, templates),
+                                  scale)
 
 
 def _load_clip(name, path, *, num_classes, head, source, image_size, dtype, zero_shot):
