@@ -5,7 +5,10 @@ test writes its own tiny BPE vocabulary.
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -282,3 +285,28 @@ def test_round_trip_through_ftcal_npz(tmp_path):
   model, again = load_pretrained("CLIP-testing", str(tmp_path / "clip.npz"), image_size=32)
   assert model.num_classes == 3
   jax.tree.map(np.testing.assert_array_equal, again, variables)
+
+
+def test_zero_shot_head_script_writes_the_embeddings_load_pretrained_uses(tmp_path):
+  """experiments/clip_zero_shot_head.py, from a class-names file: its .npy gives the same head as classnames=."""
+  vocab, merges, v = _write_bpe(tmp_path)
+  ref_model = _full_clip(v)
+  torch.save(ref_model.state_dict(), tmp_path / "clip.bin")
+  (tmp_path / "classes.txt").write_text("cat\ndog\nbird\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [
+      sys.executable,
+      os.path.join(repo, "experiments", "clip_zero_shot_head.py"), "--model", "CLIP-testing", "--checkpoint",
+      str(tmp_path / "clip.bin"), "--vocab", vocab, "--merges", merges, "--classnames_file",
+      str(tmp_path / "classes.txt"), "--out",
+      str(tmp_path / "text.npy")
+  ]
+  subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": repo}, capture_output=True)
+  assert np.load(tmp_path / "text.npy").shape == (3, 16)
+  kw = dict(image_size=32)
+  _, from_file = load_pretrained("CLIP-testing", str(tmp_path / "clip.bin"), text_embeddings=str(tmp_path / "text.npy"),
+                                 **kw)
+  _, from_names = load_pretrained("CLIP-testing", str(tmp_path / "clip.bin"), classnames=["cat", "dog", "bird"],
+                                  vocab_file=vocab, merges_file=merges, **kw)
+  np.testing.assert_allclose(from_file["params"]["head"]["kernel"], from_names["params"]["head"]["kernel"], rtol=1e-5,
+                             atol=1e-6)
