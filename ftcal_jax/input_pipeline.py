@@ -5,21 +5,23 @@ Every batch is a dict of host-local numpy arrays
 plus 'mask': bool (B_host,) for evaluation, where B_host = global_batch // process_count and host p holds rows
 [p * B_host, (p + 1) * B_host) of the global batch. `shard_batch` turns it into one global `jax.Array` per key.
 
-Two sources produce these batches:
-  * `ArrayDataset` (here): small datasets held in memory as uint8 arrays (the offline Glyphs benchmark, tests).
-    Augmentation is vectorised numpy, seeded per (seed, step, host).
+This module holds the numpy side: host slices and sharding, the vectorised augmentation, per-class holdouts and
+the in-memory iterators. Two sources implement the dataset interface (`datasets.base.Dataset`) on top of it:
+  * `datasets.array_source.ArrayDataset`: small datasets held in memory as uint8 arrays (the offline Glyphs
+    benchmark, tests), batched by `train_batches` / `eval_batches` below, seeded per (seed, step, host).
   * `datasets.tfds_source.TfdsDataset`: the paper's real benchmarks, read from TFDS through tf.data.
 
 `datasets.registry.get_dataset(config)` picks one by name.
 """
 
-import dataclasses
 import math
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ftcal_jax.datasets.base import config_get
 
 Batch = Dict[str, np.ndarray]
 
@@ -67,13 +69,6 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, axis: str = "data")
 def normalize(images: np.ndarray) -> np.ndarray:
   """uint8 (..., H, W, C) in [0, 255] -> float32 in [-1, 1]."""
   return images.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
-
-
-def config_get(cfg: Any, key: str, default: Any) -> Any:
-  if cfg is None:
-    return default
-  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-  return default if value is None else value
 
 
 def _crop_windows(rng: np.random.Generator, b: int, h: int, w: int, scale: Sequence[float],
@@ -320,90 +315,10 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, c
     yield {"image": image, "label": label, "mask": mask}
 
 
-# -- datasets ------------------------------------------------------------------------------------------------------
-
-HOLDOUT_PARTS = ("fit", "heldout")
-
-
-@dataclasses.dataclass
-class ArrayDataset:
-  """A dataset held in memory as uint8 arrays, one (images, labels) pair per split.
-
-  Split names may carry a holdout part: 'target_train:fit' and 'target_train:heldout' split 'target_train' per
-  class (`split_holdout` with holdout_fraction, holdout_seed), e.g. for PCV's held-out training data.
-
-  Attributes:
-    name: registry name, recorded in provenance.
-    load_split: split name -> (uint8 (N, H, W, C), int (N,)); called once per split, then cached.
-    num_classes: size of the label space.
-    class_names: one name per class.
-    train_split: the fine-tuning split.
-    test_split: the evaluation split.
-    augment: default training augmentation config (None: none).
-    holdout_fraction, holdout_seed: the per-class holdout of ':fit' / ':heldout' splits.
-  """
-  name: str
-  load_split: Callable[[str], Tuple[np.ndarray, np.ndarray]]
-  num_classes: int
-  class_names: Tuple[str, ...]
-  train_split: str
-  test_split: str
-  augment: Any = None
-  holdout_fraction: float = 0.2
-  holdout_seed: int = 0
-  # As on TfdsDataset: None means the head's classes are exactly the dataset's classes, all scored.
-  class_mask: Optional[np.ndarray] = None
-  present_classes: Optional[np.ndarray] = None
-  _cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)
-
-  def arrays(self, split: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8 (N, H, W, C), labels int32 (N,), selected indices) for `split` (with its holdout part)."""
-    base, _, part = split.partition(":")
-    if base not in self._cache:
-      images, labels = self.load_split(base)
-      if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{self.name}/{base}: images must be uint8 (N, H, W, C); got {images.dtype} "
-                         f"{images.shape}.")
-      self._cache[base] = (images, np.asarray(labels, np.int32))
-    images, labels = self._cache[base]
-    if not part:
-      return images, labels, np.arange(labels.shape[0])
-    if part not in HOLDOUT_PARTS:
-      raise ValueError(f"Unknown split part {part!r} in {split!r}; valid parts: {', '.join(HOLDOUT_PARTS)}.")
-    fit, held = split_holdout(labels, self.holdout_fraction, self.holdout_seed)
-    return images, labels, fit if part == "fit" else held
-
-  @property
-  def image_shape(self) -> Tuple[int, int, int]:
-    return tuple(self.arrays(self.train_split)[0].shape[1:])
-
-  def labels(self, split: str) -> np.ndarray:
-    """int32 (N,): the labels of `split` (with its holdout part), in order."""
-    _, labels, idx = self.arrays(split)
-    return labels[idx]
-
-  def num_examples(self, split: str, classes: Optional[Sequence[int]] = None) -> int:
-    _, labels, idx = self.arrays(split)
-    return int(class_indices(labels[idx], classes).shape[0])
-
-  def train_batches(self, split: Optional[str] = None, *, global_batch: int, seed: int,
-                    classes: Optional[Sequence[int]] = None, augment: Any = "default",
-                    process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[Batch]:
-    """`train_batches` over `split` (default train_split); augment='default' uses self.augment."""
-    images, labels, idx = self.arrays(split or self.train_split)
-    return train_batches(images, labels, global_batch=global_batch, seed=seed, classes=classes,
-                         augment=self.augment if augment == "default" else augment, indices=idx,
-                         process_index=process_index, process_count=process_count)
-
-  def eval_batches(self, split: Optional[str] = None, *, global_batch: int, classes: Optional[Sequence[int]] = None,
-                   process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[Batch]:
-    """`eval_batches` over `split` (default test_split)."""
-    images, labels, idx = self.arrays(split or self.test_split)
-    return eval_batches(images, labels, global_batch=global_batch, classes=classes, indices=idx,
-                        process_index=process_index, process_count=process_count)
-
-  def provenance(self) -> Dict[str, Any]:
-    return {
-        "name": self.name, "num_classes": self.num_classes, "train_split": self.train_split,
-        "test_split": self.test_split, "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed
-    }
+def __getattr__(name: str) -> Any:
+  # `ArrayDataset` now lives in datasets/array_source.py; this lazy alias (no import cycle) keeps
+  # `input_pipeline.ArrayDataset` working for callers that still name it here (tests/test_train.py).
+  if name == "ArrayDataset":
+    from ftcal_jax.datasets import array_source  # pylint: disable=g-import-not-at-top
+    return array_source.ArrayDataset
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ftcal_jax import calibration
+from ftcal_jax import validation
 
 Array = jax.Array
 
@@ -36,7 +36,7 @@ def _mean_pct(hit, rows):
 @functools.partial(jax.jit, static_argnames="k")
 def _accuracies(logits, labels, absent_mask, class_mask, k):
   z = _clean(logits, class_mask)
-  seen_cls, absent_cls = calibration._class_rows(absent_mask, class_mask)
+  seen_cls, absent_cls = validation.class_rows(absent_mask, class_mask)
   rank_s = _rank(z, labels, seen_cls)
   rank_u = _rank(z, labels, absent_cls)
   # Over all kept classes the rank is the sum: S and U partition them.
@@ -74,7 +74,7 @@ def accuracies(logits, labels, absent_mask, k=1, class_mask=None) -> dict:
   """
   if not isinstance(k, int) or k < 1:
     raise ValueError(f"k must be a positive int; got {k!r}.")
-  calibration.validate_inputs(logits, labels, absent_mask, class_mask)
+  validation.validate_inputs(logits, labels, absent_mask, class_mask)
   keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
   return _accuracies(logits, labels, absent_mask, keep, k)
 
@@ -82,7 +82,7 @@ def accuracies(logits, labels, absent_mask, k=1, class_mask=None) -> dict:
 @jax.jit
 def _softmax_decomposition(logits, labels, absent_mask, class_mask):
   z = _clean(logits.astype(jnp.float32), class_mask)
-  _, absent_cls = calibration._class_rows(absent_mask, class_mask)
+  _, absent_cls = validation.class_rows(absent_mask, class_mask)
   z_absent = jnp.where(absent_cls, z, -jnp.inf)
   log_total = jax.nn.logsumexp(z, axis=1)
   log_absent = jax.nn.logsumexp(z_absent, axis=1)
@@ -113,7 +113,7 @@ def softmax_decomposition(logits, labels, absent_mask, class_mask=None) -> dict:
     mean p(U|x) over U / S samples (NaN if there are none); and 'acc_u/u' in
     percent. A row whose kept logits are all -inf gives NaN probabilities.
   """
-  calibration.validate_inputs(logits, labels, absent_mask, class_mask)
+  validation.validate_inputs(logits, labels, absent_mask, class_mask)
   keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
   out = _softmax_decomposition(logits, labels, absent_mask, keep)
   out["acc_u/u"] = _accuracies(logits, labels, absent_mask, keep, 1)["acc_u/u"]
@@ -153,7 +153,7 @@ def ncm_class_means(features, labels, num_classes: int) -> Array:
   if jnp.ndim(features) != 2 or jnp.shape(labels) != jnp.shape(features)[:1]:
     raise ValueError(f"features must be (N, D) and labels (N,); got "
                      f"{jnp.shape(features)} and {jnp.shape(labels)}.")
-  lab = calibration._concrete(labels)
+  lab = validation.concrete(labels)
   if lab is not None and lab.size and (lab.min() < 0 or lab.max() >= num_classes):
     raise ValueError(f"labels must lie in [0, {num_classes}); got range "
                      f"[{lab.min()}, {lab.max()}].")

@@ -1,9 +1,12 @@
-"""The configs in configs/ load, are locked, and refuse an unknown argument."""
+"""Every config (configs/, experiments/) loads, is locked, has base_config's keys and refuses an unknown argument."""
 
+import glob
 import os
 
+import ml_collections
 import pytest
 
+from ftcal_jax import base_config
 from ftcal_jax import recipes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,3 +31,61 @@ def test_glyphs_arguments():
   assert "ldifs" in module.get_config("all").methods and "ldifs" not in module.get_config().methods
   with pytest.raises(ValueError, match="Unknown configs/glyphs.py argument 'fast'"):
     module.get_config("fast")
+
+
+def _keys(config, prefix=""):
+  """Every nested key path of a ConfigDict ('dataset', 'dataset.name', ...)."""
+  out = set()
+  for key in config.keys():
+    out.add(prefix + key)
+    if isinstance(config[key], ml_collections.ConfigDict):
+      out |= _keys(config[key], f"{prefix}{key}.")
+  return out
+
+
+_PAIRS = ("Ar-Cl", "Ar-Pr", "Ar-Rw", "Rw-Ar", "Rw-Cl", "Rw-Pr")
+# Every config file with each valid argument (runlocal included).
+_ALL_CONFIGS = {
+    "configs/glyphs.py": (None, "all", "runlocal", "all,runlocal"),
+    "configs/glyphs_pretrain.py": (None, "runlocal"),
+    "configs/testing.py": (None,),
+    "experiments/ablation_methods.py":
+        ("imagenet_r", "imagenet_r,runlocal") + tuple(p + ",runlocal" for p in _PAIRS) + _PAIRS,
+    "experiments/ablation_num_classes.py": (None, "runlocal", "num_seen=20", "num_seen=150,runlocal"),
+    "experiments/ablation_optimizer.py": ("sgd", "adam", "sgd,runlocal", "adam,runlocal"),
+    "experiments/imagenet_r.py": (None, "keep", "runlocal", "keep,runlocal"),
+    "experiments/imagenet_sketch.py": (None, "runlocal"),
+    "experiments/office_home.py": tuple(p + s for p in _PAIRS for s in ("", ",source", ",runlocal", ",source,runlocal")
+                                       ),
+    "experiments/vtab.py": tuple(t + s for t in ("caltech101", "dtd", "oxford_flowers102") for s in ("", ",runlocal")),
+}
+
+
+def test_the_list_names_every_config_file():
+  files = glob.glob(os.path.join(REPO, "configs", "*.py")) + glob.glob(os.path.join(REPO, "experiments", "*.py"))
+  with_config = set()
+  for path in files:
+    with open(path) as f:
+      if "\ndef get_config(" in f.read():
+        with_config.add(os.path.relpath(path, REPO))
+  assert with_config == set(_ALL_CONFIGS)
+
+
+@pytest.mark.parametrize("path, arg", [(p, a) for p, args in _ALL_CONFIGS.items() for a in args])
+def test_every_config_has_exactly_the_base_keys(path, arg):
+  config = recipes.load_file(os.path.join(REPO, path)).get_config(arg)
+  assert config.is_locked
+  base, keys = _keys(base_config.get_config()), _keys(config)
+  assert keys == base, (f"missing: {sorted(base - keys)}", f"not in base_config: {sorted(keys - base)}")
+
+
+@pytest.mark.parametrize("name", ["glyphs", "glyphs_pretrain", "testing"])
+def test_configs_refuse_an_unknown_argument(name):
+  with pytest.raises(ValueError, match=f"Unknown configs/{name}.py argument 'fast'"):
+    _load(name).get_config("fast")
+
+
+def test_recipe_refuses_a_dataset_field_outside_the_schema():
+  with pytest.raises(ValueError, match="no field 'colour'.*base_config"):
+    recipes.recipe(dataset=dict(name="dtd", colour="red"), num_seen=0.5, weight_decay=5e-4, num_epochs=1,
+                   init_checkpoint="", init_head="keep")

@@ -1,15 +1,18 @@
 """Tests of the offline Glyphs benchmark: fonts, rendering and the TFDS builder."""
 
 import pathlib
+import runpy
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-# Importing the package registers the "glyphs" builder with TFDS.
+from ftcal_jax.datasets import font_packages
 from ftcal_jax.datasets import fonts
 from ftcal_jax.datasets import glyph_render
-from ftcal_jax.datasets import glyphs
+from ftcal_jax.datasets import glyphs  # Importing it registers the "glyphs" builder with TFDS.
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _mpl_ttf(name):
@@ -78,6 +81,19 @@ def test_all_caps_handwriting_face_is_dropped():
   kept = fonts.handwriting_faces(("permanent-marker", "delius"), (), dropped=dropped)
   assert [f.family for f in kept] == ["delius"]
   assert dropped == {"permanent-marker/PermanentMarker-Regular": "its lower case is small capitals"}
+
+
+def test_setup_py_requires_the_one_font_list(monkeypatch):
+  setuptools = pytest.importorskip("setuptools")
+  calls = []
+  monkeypatch.setattr(setuptools, "setup", lambda **kwargs: calls.append(kwargs))
+  runpy.run_path(str(REPO / "setup.py"))
+  fontpkgs = [r for r in calls[0]["install_requires"] if r.startswith("fontpkg-")]
+  names = font_packages.PRINTED_PACKAGES + font_packages.HANDWRITING_PACKAGES
+  assert fontpkgs == [f"fontpkg-{n}" for n in names] and len(names) == 31
+  assert fonts.PRINTED_PACKAGES is font_packages.PRINTED_PACKAGES
+  assert fonts.HANDWRITING_PACKAGES is font_packages.HANDWRITING_PACKAGES
+  assert "roboto" not in (REPO / "setup.py").read_text()  # Not written a second time.
 
 
 def test_default_fonts_are_all_found():

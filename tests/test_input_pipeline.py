@@ -1,7 +1,10 @@
 """In-memory input pipeline: class filtering, epoch shuffles, eval padding, host slices, global sharding."""
 
 import collections
+import inspect
 import itertools
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -10,7 +13,10 @@ import pytest
 from jax.sharding import Mesh
 
 from ftcal_jax import input_pipeline as ip
+from ftcal_jax.datasets import array_source
+from ftcal_jax.datasets import base
 from ftcal_jax.datasets import registry
+from ftcal_jax.datasets import tfds_source
 
 
 def _data(n=50, num_classes=5, hw=8, c=1, seed=0):
@@ -155,8 +161,9 @@ def test_shard_batch_on_8_devices():
 
 def test_array_dataset_holdout_splits_and_registry():
   images, labels = _data(n=40)
-  ds = ip.ArrayDataset(name="toy", load_split=lambda s: (images, labels), num_classes=5, class_names=tuple("abcde"),
-                       train_split="train", test_split="test", holdout_fraction=0.25)
+  ds = array_source.ArrayDataset(name="toy", load_split=lambda s: (images, labels), num_classes=5,
+                                 class_names=tuple("abcde"), train_split="train", test_split="test",
+                                 holdout_fraction=0.25)
   assert ds.image_shape == (8, 8, 1)
   assert ds.num_examples("train") == 40
   assert ds.num_examples("train:heldout") == 10 and ds.num_examples("train:fit") == 30
@@ -193,3 +200,42 @@ def test_glyphs_small_through_the_registry(tmp_path):
   evals = list(ds.eval_batches(global_batch=16, process_index=0, process_count=1))
   assert sum(int(e["mask"].sum()) for e in evals) == n_test
   assert ds.num_examples("target_train:fit") + ds.num_examples("target_train:heldout") == labels.shape[0]
+
+
+def _protocol_members():
+  """The members of base.Dataset: its annotated attributes, properties and methods."""
+  members = set(base.Dataset.__annotations__)
+  members |= {
+      k for k, v in vars(base.Dataset).items() if not k.startswith("_") and (callable(v) or isinstance(v, property))
+  }
+  return members
+
+
+def test_both_sources_implement_the_dataset_protocol():
+  images, labels = _data(n=10)
+  array_ds = array_source.ArrayDataset(name="toy", load_split=lambda s: (images, labels), num_classes=5,
+                                       class_names=tuple("abcde"), train_split="train", test_split="test")
+  tfds_ds = tfds_source.TfdsDataset(name="dtd", builder_name="dtd", train_split="train", test_split="test")
+  members = _protocol_members()
+  assert {
+      "name", "num_classes", "class_names", "image_shape", "train_split", "test_split", "present_classes", "class_mask",
+      "num_examples", "train_batches", "eval_batches", "provenance"
+  } <= members
+  for ds in (array_ds, tfds_ds):
+    for member in members:
+      # getattr_static raises AttributeError on a missing member, and does not run TfdsDataset's properties (they
+      # would build the TFDS builder). A member must be the source's own, not a protocol stub.
+      assert inspect.getattr_static(ds, member) is not vars(base.Dataset).get(member, object()), member
+    assert ds.present_classes is None and ds.class_mask is None  # Attributes, None when the data has no such limits.
+  assert isinstance(array_ds, base.Dataset)  # runtime_checkable: every member present.
+  assert not isinstance(object(), base.Dataset)
+  assert ip.ArrayDataset is array_source.ArrayDataset  # The old import path still works.
+
+
+def test_importing_the_registry_loads_no_tfds_tensorflow_or_fonts():
+  code = ("import sys; import ftcal_jax.datasets.registry as r; r.list_datasets(); "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'PIL', "
+          "'fontTools', 'matplotlib') or m in ('ftcal_jax.datasets.fonts', 'ftcal_jax.datasets.glyphs', "
+          "'ftcal_jax.datasets.glyph_render', 'ftcal_jax.datasets.tfds_source')))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+  assert out.strip() == "[]", out

@@ -12,6 +12,7 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from ftcal_jax.datasets import base  # pylint: disable=g-import-not-at-top
 from ftcal_jax.datasets import registry  # pylint: disable=g-import-not-at-top
 from ftcal_jax.class_split import ClassSplit  # pylint: disable=g-import-not-at-top
 from ftcal_jax.datasets import imagenet_variants as iv  # pylint: disable=g-import-not-at-top
@@ -48,6 +49,14 @@ def test_tfds_benchmarks_under_mock_data(name, extra, train, test):
     seen = sorted(set(labels.tolist()))[:3]  # Classes that occur in the mock data.
     _check_batches(ds, train, test, seen, num_test=12)
     assert ds.num_examples(train, classes=seen) == int(np.isin(labels, seen).sum())
+
+
+def test_tfds_datasets_are_datasets():
+  with tfds.testing.mock_data(num_examples=4):
+    for name in ("dtd", "imagenet_r"):  # A plain builder and one with a head mask.
+      ds = registry.get_dataset({"name": name, "image_size": SIZE})
+      assert isinstance(ds, base.Dataset)  # runtime_checkable: reads every member, properties included.
+      assert (ds.class_mask is None) == (name == "dtd") and (ds.present_classes is None) == (name == "dtd")
 
 
 def test_imagenet_sketch_carves_10_test_images_per_class():

@@ -19,47 +19,16 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from ftcal_jax.datasets import font_packages
 from ftcal_jax.datasets import glyph_render
 
 # EMNIST-balanced: lower-case letters that look like their capitals are merged
 # into them, leaving these 47 classes in this order.
 CLASSES = tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")
 
-PRINTED_PACKAGES = (
-    "roboto",
-    "roboto-slab",
-    "roboto-condensed",
-    "roboto-mono",
-    "open-sans",
-    "lato",
-    "merriweather",
-    "merriweather-sans",
-    "noto-sans",
-    "noto-serif",
-    "pt-sans",
-    "pt-serif",
-    "source-sans-3",
-    "source-serif-4",
-    "source-code-pro",
-    "ibm-plex-sans",
-    "ibm-plex-serif",
-    "ibm-plex-mono",
-    "libre-baskerville",
-    "libre-franklin",
-)
-HANDWRITING_PACKAGES = (
-    "caveat",
-    "dancing-script",
-    "delius",
-    "great-vibes",
-    "indie-flower",
-    "kalam",
-    "permanent-marker",
-    "satisfy",
-    "shadows-into-light",
-    "yellowtail",
-    "zeyada",
-)
+# The `fontpkg-*` wheels, printed (source domain) and handwriting (target domain); setup.py requires the same list.
+PRINTED_PACKAGES = font_packages.PRINTED_PACKAGES
+HANDWRITING_PACKAGES = font_packages.HANDWRITING_PACKAGES
 # matplotlib's text faces, as families. Left out on purpose: the STIX size and
 # NonUni files and DejaVu Display (no Latin glyphs), cmex10/cmsy10/cmmi10 (their
 # ASCII code points hold math symbols or old-style digits) and LastResort

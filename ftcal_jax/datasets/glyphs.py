@@ -4,7 +4,7 @@
 filled; the target domain is handwriting faces drawn as outlines, the role that
 ImageNet -> ImageNet-Sketch plays in the paper. Nothing is downloaded:
 
-  import ftcal_jax.datasets  # Registers "glyphs".
+  from ftcal_jax.datasets import glyphs  # Registers "glyphs" (importing ftcal_jax.datasets alone does not).
   builder = tfds.builder("glyphs", config="default", file_format="array_record")
   builder.download_and_prepare()
   source = builder.as_data_source("source_train")

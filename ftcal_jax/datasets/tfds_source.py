@@ -1,7 +1,8 @@
 """The tf.data source for the paper's real benchmarks (ImageNet-R/-Sketch, DomainNet, Office-Home, VTAB).
 
-It yields the same host-local batches as `input_pipeline.ArrayDataset`. TensorFlow is imported only when one of
-these datasets is used, so the in-memory Glyphs path never pays for it.
+It yields the same host-local batches as `array_source.ArrayDataset` and implements the same `base.Dataset`
+protocol. TensorFlow is imported only when one of these datasets is used, so the in-memory Glyphs path never pays
+for it.
 """
 
 import dataclasses
@@ -9,8 +10,9 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ftcal_jax.input_pipeline import (Batch, HOLDOUT_PARTS, class_indices, config_get, host_batch_size,
-                                      num_eval_batches, resolve_hosts, split_holdout)
+from ftcal_jax.datasets.base import config_get, split_part
+from ftcal_jax.input_pipeline import (Batch, class_indices, host_batch_size, num_eval_batches, resolve_hosts,
+                                      split_holdout)
 
 # ImageNet-style recipe (paper.md, Office-Home): RandomResizedCrop(scale 0.7-1), flip, colour jitter 0.3, grayscale.
 OFFICE_HOME_AUGMENT = dict(crop_scale=(0.7, 1.0), flip=True, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0,
@@ -32,7 +34,7 @@ def tfds_fields(cfg: Any, augment_default: Any) -> Dict[str, Any]:
 
 @dataclasses.dataclass
 class TfdsDataset:
-  """A TFDS dataset read through tf.data into the same host-local batches as `ArrayDataset`.
+  """A TFDS dataset read through tf.data into the same host-local batches as `ArrayDataset` (a `base.Dataset`).
 
   Images are decoded after filtering (the records are read with SkipDecoding), resized to image_size, augmented
   with stateless TF ops seeded per (seed, host, element) for training, and resized-then-centre-cropped for eval.
@@ -111,16 +113,14 @@ class TfdsDataset:
 
   def _resolve(self, split: str) -> Tuple[str, Optional[np.ndarray]]:
     """split name -> (TFDS split, selected indices in read order or None for all)."""
-    base, _, part = split.partition(":")
-    tfds_split, idx = base, None
-    if self.carve is not None and base in ("train", "test"):
+    name, part = split_part(split)
+    tfds_split, idx = name, None
+    if self.carve is not None and name in ("train", "test"):
       tfds_split = self.carve["from"]
       fit, held = split_holdout(self.labels(tfds_split), self.carve.get("test_fraction"), self.split_seed,
                                 self.carve.get("test_per_class"))
-      idx = fit if base == "train" else held
+      idx = fit if name == "train" else held
     if part:
-      if part not in HOLDOUT_PARTS:
-        raise ValueError(f"Unknown split part {part!r} in {split!r}; valid parts: {', '.join(HOLDOUT_PARTS)}.")
       labels = self.labels(tfds_split)
       idx = np.arange(labels.shape[0]) if idx is None else idx
       fit, held = split_holdout(labels[idx], self.holdout_fraction, self.holdout_seed)
