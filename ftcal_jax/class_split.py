@@ -2,7 +2,7 @@
 
 The paper fine-tunes on the classes S of a label space Y and evaluates on all of Y; U = Y \\ S are the absent
 classes. Pseudo cross-validation (PCV) re-splits S itself: half of S (S1) is fine-tuned on and the other half
-(S2) plays the role of U, while the true U takes no part (`remaining`).
+(S2) plays the role of U, while the true U takes no part (`remaining`); pcv.pseudo_split makes it.
 
 A split is immutable and validated on construction, so a bad config fails before any training starts.
 """
@@ -168,19 +168,6 @@ class ClassSplit:
   def remaining_mask(self) -> np.ndarray:
     """np.bool_ (C,): True for classes in neither S nor U."""
     return self._mask(self.remaining)
-
-  def pseudo_split(self, seed: int) -> "ClassSplit":
-    """The PCV split: a random half S1 of S is seen, S2 = S \\ S1 is pseudo-absent, and U is set aside.
-
-    S1 gets floor(|S| / 2) classes (at least one); S needs at least 2 classes.
-    """
-    if len(self.seen) < 2:
-      raise ValueError(f"pseudo_split needs at least 2 seen classes to halve; S = {list(self.seen)}.")
-    perm = np.random.default_rng(seed).permutation(np.asarray(self.seen))
-    n1 = len(self.seen) // 2
-    return ClassSplit(self.num_classes, tuple(perm[:n1].tolist()), tuple(perm[n1:].tolist()),
-                      tuple(self.remaining) + tuple(self.absent),
-                      provenance={"kind": "pseudo", "seed": int(seed), "parent": self.to_dict()})
 
   def to_dict(self) -> Dict[str, Any]:
     """A JSON-ready record of the split, for the run's output."""

@@ -5,18 +5,25 @@ split, and every metric, curve and calibration then works on the cached `Predict
 
 The pass is data-parallel: images are sharded on P('data') over a `Mesh`, params are replicated, and the padded
 rows that the eval iterator adds to fill the last batch are dropped on the host with `batch['mask']`.
+
+`cached_predictions` keeps a run's passes in one `predictions.npz` (guarded by a config fingerprint), so a rerun
+of a finished job evaluates nothing again.
 """
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterable, Mapping, Tuple
+import os
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from ftcal_jax import checkpointing
 from ftcal_jax import input_pipeline
+
+History = Dict[str, List[float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,3 +156,60 @@ def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]]
   if not labels:
     raise ValueError("predict got no batches: check the eval iterator (split name, class filter).")
   return Predictions(np.concatenate(logits), np.concatenate(features), np.concatenate(labels))
+
+
+def _save_predictions(path: str, preds: Mapping[str, Predictions], fingerprint: str,
+                      history: Optional[Mapping[str, List[float]]] = None) -> None:
+  if jax.process_index() != 0:
+    return
+  arrays = {"fingerprint": np.asarray(fingerprint)}
+  for kind, p in preds.items():
+    arrays.update({f"{kind}/logits": p.logits, f"{kind}/features": p.features, f"{kind}/labels": p.labels})
+  for k, v in (history or {}).items():
+    arrays[f"history/{k}"] = np.asarray(v, np.float64)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)  # Atomic: a killed job never leaves a half-written cache.
+
+
+def _load_predictions(path: str, fingerprint: str) -> Optional[Tuple[Dict[str, Predictions], History]]:
+  """(predictions by kind, history) from a cache, or None when there is none."""
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    stored = str(f["fingerprint"])
+    if stored != fingerprint:
+      raise checkpointing.ConfigMismatchError(
+          f"{path} was written under a different config (fingerprint {stored}, this run {fingerprint}). Use a "
+          "fresh --workdir, or delete that directory to start over.")
+    kinds = sorted({k.split("/")[0] for k in f.files if k.endswith("/logits")})
+    preds = {k: Predictions(f[f"{k}/logits"], f[f"{k}/features"], f[f"{k}/labels"]) for k in kinds}
+    history = {k.split("/", 1)[1]: f[k].tolist() for k in f.files if k.startswith("history/")}
+  return preds, history
+
+
+def cached_predictions(
+    path: str, fingerprint: str, compute: Callable[[], Tuple[Mapping[str, Predictions], Optional[History]]]
+) -> Tuple[Dict[str, Predictions], History, bool]:
+  """A run's prediction passes from its cache file, or computed once and cached there.
+
+  Args:
+    path: the cache, an .npz file (its directory is created if missing).
+    fingerprint: a hash of everything the passes depend on (checkpointing.fingerprint of the run's config).
+    compute: () -> ({kind: Predictions}, history or None); called only when there is no cache yet. The history
+      ({name: list of floats}, e.g. the training-dynamics record) is cached beside the predictions.
+
+  Returns:
+    (predictions by kind, history, cached): cached is True when they came from the file.
+
+  Raises:
+    checkpointing.ConfigMismatchError: the file was written under another fingerprint.
+  """
+  loaded = _load_predictions(path, fingerprint)
+  if loaded is not None:
+    return loaded[0], loaded[1], True
+  preds, history = compute()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  # Only process 0 writes; the file is replaced atomically.
+  _save_predictions(path, preds, fingerprint, history)
+  return dict(preds), history if history is not None else {}, False

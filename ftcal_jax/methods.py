@@ -11,6 +11,8 @@
 | pretrain           | head+backbone  | all classes, source split | CE                                    |
 
 Cross-entropy runs over ALL head logits, as in the official code: absent classes are only ever negatives.
+
+DISPLAY_NAMES is the one table of the names the report, its Markdown and its figures show for each model.
 """
 
 import dataclasses
@@ -49,6 +51,18 @@ _METHODS = {
         Method("holistic_transfer", "backbone", "seen", "target", "holistic_transfer", needs_reference=True),
         Method("pretrain", "all", "all", "source", "ce", calibrated=False),
     )
+}
+
+# The models a report scores, in its table order, with their display names ('pretrained' is the starting point,
+# not a training method). report.py, report_markdown.py and plots.py all read this table.
+DISPLAY_NAMES = {
+    "pretrained": "Pre-trained",
+    "finetune": "FT",
+    "oracle": "Oracle (S ∪ U)",
+    "linear_probe": "Linear probe",
+    "frozen_classifier": "Frozen classifier",
+    "ldifs": "LDIFS",
+    "holistic_transfer": "Holistic Transfer (variant)",
 }
 
 

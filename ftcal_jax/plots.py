@@ -1,6 +1,7 @@
 """The report's figures, drawn from the report dict alone (so a saved report.json can be re-plotted).
 
-Uses matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
+Uses matplotlib's object API with the Agg canvas: no pyplot state, no display needed. The models' labels are
+methods.DISPLAY_NAMES, the names the report's tables use.
 """
 
 import os
@@ -9,10 +10,8 @@ from typing import Any, Dict, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-_LABELS = {
-    "pretrained": "Pre-trained", "finetune": "FT", "oracle": "Oracle", "linear_probe": "Linear probe",
-    "frozen_classifier": "Frozen classifier", "ldifs": "LDIFS", "holistic_transfer": "Holistic Transfer"
-}
+from ftcal_jax.methods import DISPLAY_NAMES
+
 _COLORS = {
     "pretrained": "tab:gray", "finetune": "tab:blue", "oracle": "tab:green", "linear_probe": "tab:olive",
     "frozen_classifier": "tab:brown", "ldifs": "tab:purple", "holistic_transfer": "tab:pink"
@@ -35,7 +34,7 @@ def seen_unseen_figure(report: Mapping[str, Any], path: str) -> str:
   fig = _new_figure(8.5, 5.0)
   ax = fig.add_subplot()
   for key, curve in report["curves"].items():
-    label = f"{_LABELS.get(key, key)} (AUSUC {curve['ausuc']:.3f})"
+    label = f"{DISPLAY_NAMES.get(key, key)} (AUSUC {curve['ausuc']:.3f})"
     ax.plot(curve["acc_seen"], curve["acc_unseen"], color=_COLORS.get(key), label=label,
             lw=2.2 if key == "finetune" else 1.4)
   pre = report["methods"]["pretrained"]["top1"]
@@ -77,7 +76,7 @@ def nn_vs_ncm_figure(report: Mapping[str, Any], path: str) -> str:
   for i, (k, (color, hatch)) in enumerate(styles.items()):
     xs = [j + (i - 1.5) * width for j in range(len(keys))]
     bars = left.bar(xs, [values[k][a] for a in keys], width, color=color, hatch=hatch, edgecolor="black",
-                    label=f"{k[0]}, {_LABELS[k[1]]}")
+                    label=f"{k[0]}, {DISPLAY_NAMES[k[1]]}")
     left.bar_label(bars, fmt="%.1f", fontsize=7)
   left.set_xticks(range(len(keys)), [a.replace("acc_", "Acc_") for a in keys])
   left.set_ylabel("accuracy (%)")
@@ -109,7 +108,7 @@ def head_norms_figure(report: Mapping[str, Any], path: str) -> str:
   for key, hist in report["history"].items():
     steps = hist.get("step", [])
     color = _COLORS.get(key)
-    name = _LABELS.get(key, key)
+    name = DISPLAY_NAMES.get(key, key)
     if hist.get("head_norm_seen"):
       left.plot(steps, hist["head_norm_seen"], color=color, ls="-", label=f"{name}: ‖W_S‖")
     if hist.get("head_norm_absent"):

@@ -1,4 +1,4 @@
-"""The run's report: every number of the paper's evaluation, from cached predictions, as JSON and Markdown.
+"""The run's report: every number of the paper's evaluation, computed from cached predictions.
 
 `build_report` turns `evaluation.Predictions` (pre-trained, fine-tuned and baseline models on the target test
 split, plus the training-split passes that ALG and NCM need) into one JSON-able dict:
@@ -9,33 +9,25 @@ split, plus the training-split passes that ALG and NCM need) into one JSON-able 
   ausuc       the exact AUSUC per model, and the seen-unseen curves the figure draws;
   ncm         nearest-class-mean accuracies before/after fine-tuning and the "NN vs NCM gains" (a diagnostic: the
               class means use absent-class training data);
-  softmax_decomposition, head_norms, class_split, head_classes, findings.
+  softmax_decomposition, head_norms (training_dynamics.summarize), class_split, head_classes, findings.
 
-`write_report` writes report.json, report.md and the PNG figures (plots.py). All accuracies are in %.
+Each section is one function here; this module only computes. report_markdown.write_report writes the dict as
+report.json, and report.md with the PNG figures (plots.py). All accuracies are in %. The models' display names
+are methods.DISPLAY_NAMES.
 """
 
-import json
 import math
-import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ftcal_jax import calibration
 from ftcal_jax import metrics
-from ftcal_jax import plots
+from ftcal_jax import pcv as pcv_lib
+from ftcal_jax import training_dynamics
 from ftcal_jax.evaluation import Predictions
+from ftcal_jax.methods import DISPLAY_NAMES
 
-# Models the report knows, in table order, with their display names.
-MODEL_NAMES = {
-    "pretrained": "Pre-trained",
-    "finetune": "FT",
-    "oracle": "Oracle (S ∪ U)",
-    "linear_probe": "Linear probe",
-    "frozen_classifier": "Frozen classifier",
-    "ldifs": "LDIFS",
-    "holistic_transfer": "Holistic Transfer (variant)",
-}
 ACC_KEYS = ("acc_y/y", "acc_s/y", "acc_u/y", "acc_s/s", "acc_u/u")
 # Models that are never calibrated: the starting point and the upper bound trained on U itself.
 _UNCALIBRATED = ("pretrained", "oracle")
@@ -80,24 +72,6 @@ def _check_s_only(name: str, preds: Predictions, absent: np.ndarray):
   if absent[preds.labels].any():
     raise ValueError(f"alg_train[{name!r}] holds samples of absent classes: ALG must be estimated on the S-only "
                      "fine-tuning training data, never on test data.")
-
-
-def _history_summary(hist: Mapping[str, Sequence[float]]) -> Dict[str, Any]:
-  """First/last values of the head-norm history, and the mean U-update cosine."""
-  out: Dict[str, Any] = {"num_records": len(hist.get("step", []))}
-  if hist.get("step"):
-    out["first_step"], out["last_step"] = int(hist["step"][0]), int(hist["step"][-1])
-  for key in ("head_norm_seen", "head_norm_absent", "loss"):
-    vals = np.asarray(hist.get(key, []), np.float64)
-    if vals.size:
-      out[key] = {"first": float(vals[0]), "last": float(vals[-1])}
-  cos = np.asarray(hist.get("absent_update_cos", []), np.float64)
-  cos = cos[np.isfinite(cos)]
-  if cos.size:
-    out["absent_update_cos"] = {"mean": float(cos.mean()), "last": float(cos[-1])}
-  if "head_norm_seen" in out and "head_norm_absent" in out and out["head_norm_absent"]["last"] > 0:
-    out["last_norm_ratio_seen_over_absent"] = out["head_norm_seen"]["last"] / out["head_norm_absent"]["last"]
-  return out
 
 
 def _ncm_section(test: Mapping[str, Predictions], ncm_train: Mapping[str, Predictions], methods: Mapping[str, Any],
@@ -171,6 +145,135 @@ def _findings(report: Dict[str, Any]) -> list:
   return out
 
 
+def _check_inputs(class_split: Any, test: Mapping[str, Predictions], alg_train: Mapping[str, Predictions],
+                  ncm_train: Mapping[str, Predictions]) -> None:
+  """Refuses missing or unknown models, ALG without a test row, and logits that do not match the split's C."""
+  missing = [k for k in ("pretrained", "finetune") if k not in test]
+  if missing:
+    raise ValueError(f"build_report needs test predictions for {missing}; got {sorted(test)}.")
+  unknown = sorted(set(test) - set(DISPLAY_NAMES))
+  if unknown:
+    raise ValueError(f"Unknown model names in test: {unknown}. Valid names: {', '.join(DISPLAY_NAMES)}.")
+  stray = sorted(set(alg_train) - set(test))
+  if stray:
+    raise ValueError(f"alg_train has {stray} but test does not; ALG calibrates a model that is scored on test.")
+  num_head = int(class_split.num_classes)
+  for name, preds in {**test, **alg_train, **ncm_train}.items():
+    if preds.num_classes != num_head:
+      raise ValueError(f"Predictions for {name!r} have {preds.num_classes} logits; the class split has "
+                       f"{num_head} classes.")
+
+
+def _head_classes(class_split: Any, class_mask: Optional[np.ndarray]) -> Tuple[np.ndarray, Dict[str, Any]]:
+  """(the U mask over the scored classes, the `head_classes` section): which head classes every argmax sees."""
+  num_head = int(class_split.num_classes)
+  absent = np.asarray(class_split.absent_mask, bool)
+  seen = np.asarray(class_split.seen_mask, bool)
+  if class_mask is None:
+    return absent, {
+        "policy": "keep", "num_head_classes": num_head, "num_scored_classes": num_head,
+        "note": "All head classes compete in every argmax (the official code's choice)."
+    }
+  class_mask = np.asarray(class_mask, bool)
+  if class_mask.shape != (num_head,):
+    raise ValueError(f"class_mask has shape {class_mask.shape}; the head has {num_head} classes.")
+  dropped = np.flatnonzero((seen | absent) & ~class_mask).tolist()
+  if dropped:
+    raise ValueError(f"class_mask drops classes {dropped[:10]} that the split puts in S or U; the split must "
+                     "only use classes the dataset has.")
+  return absent[class_mask], {
+      "policy": "mask", "num_head_classes": num_head, "num_scored_classes": int(class_mask.sum()),
+      "note": f"{num_head - int(class_mask.sum())} head classes the dataset lacks are excluded from "
+              "every argmax (as if their logits were -inf)."
+  }
+
+
+def _test_labels(test: Mapping[str, Predictions]) -> np.ndarray:
+  """The (N,) test labels, checked to be the same samples in the same order for every model."""
+  labels = test["finetune"].labels
+  for name, preds in test.items():
+    if not np.array_equal(preds.labels, labels):
+      raise ValueError(f"test[{name!r}] labels differ from test['finetune']: all models must be scored on the "
+                       "same test samples in the same order.")
+  return labels
+
+
+def _row(name: str, preds: Predictions, absent: np.ndarray, top5: bool, base: str, calib: Optional[str] = None,
+         gamma: Optional[float] = None) -> Dict[str, Any]:
+  """One row of the methods table: the model's accuracies, its U logits shifted by gamma when given."""
+  logits = preds.logits if gamma is None else np.asarray(calibration.shift_absent(preds.logits, absent, gamma))
+  return {
+      "name": name, "base": base, "calibration": calib, "gamma": gamma,
+      **_accuracies(logits, preds.labels, absent, top5)
+  }
+
+
+def _pcv_gammas(pcv: Mapping[str, Sequence[Any]]) -> Dict[str, Any]:
+  """The `gammas.pcv` section: the averaged γ (None when no split found one) and the per-split record."""
+  g_k = np.asarray(pcv["gammas"], np.float64)
+  found = np.asarray(pcv["found"], bool)
+  g = pcv_lib.average(g_k, found)
+  return {
+      "gamma": g if math.isfinite(g) else None, "per_split": g_k.tolist(), "found": found.tolist(),
+      "taus": [float(t) for t in pcv.get("taus", [])]
+  }
+
+
+def _score_models(test: Mapping[str, Predictions], alg_train: Mapping[str, Predictions],
+                  pcv: Optional[Mapping[str, Sequence[Any]]], absent: np.ndarray, top5: bool) -> Dict[str, Any]:
+  """The `methods`, `gammas`, `ausuc` and `curves` sections.
+
+  Models come in DISPLAY_NAMES order, each followed by its calibrated rows (ALG; for FT also PCV and γ*).
+  """
+  out: Dict[str, Any] = {"methods": {}, "gammas": {"alg": {}, "oracle": {}}, "ausuc": {}, "curves": {}}
+  rows, gammas = out["methods"], out["gammas"]
+  for key in [k for k in DISPLAY_NAMES if k in test]:
+    preds = test[key]
+    rows[key] = _row(DISPLAY_NAMES[key], preds, absent, top5, key)
+    out["curves"][key] = _curve(preds, absent)
+    out["ausuc"][key] = out["curves"][key]["ausuc"]
+    star, star_acc = calibration.oracle_gamma(preds.logits, preds.labels, absent)
+    gammas["oracle"][key] = {"gamma": float(star), "acc_y/y": 100.0 * float(star_acc)}
+    if key in _UNCALIBRATED:
+      continue
+    if key in alg_train:
+      _check_s_only(key, alg_train[key], absent)
+      g = float(calibration.alg_gamma(alg_train[key].logits, alg_train[key].labels, absent))
+      gammas["alg"][key] = g
+      rows[f"{key}+ALG"] = _row(f"{DISPLAY_NAMES[key]} + ALG", preds, absent, top5, key, "ALG", g)
+    if key != "finetune":
+      continue
+    if pcv is not None:
+      gammas["pcv"] = _pcv_gammas(pcv)
+      if gammas["pcv"]["gamma"] is not None:
+        rows["finetune+PCV"] = _row("FT + PCV", preds, absent, top5, key, "PCV", gammas["pcv"]["gamma"])
+    rows["finetune+gamma*"] = _row("FT + γ* (oracle γ, upper bound)", preds, absent, top5, key, "gamma*",
+                                   gammas["oracle"]["finetune"]["gamma"])
+  gammas["recovery"] = _recovery(rows)
+  return out
+
+
+def _recovery(rows: Mapping[str, Any]) -> Dict[str, float]:
+  """How much of γ*'s Acc_y/y gain over FT each deployable γ recovers (left out when γ* gains nothing)."""
+  ft = rows["finetune"]["top1"]["acc_y/y"]
+  gain = rows["finetune+gamma*"]["top1"]["acc_y/y"] - ft
+  return {
+      calib.lower(): (rows[key]["top1"]["acc_y/y"] - ft) / gain
+      for key, calib in (("finetune+ALG", "ALG"), ("finetune+PCV", "PCV")) if key in rows and gain > 1e-9
+  }
+
+
+def _softmax_section(test: Mapping[str, Predictions], rows: Mapping[str, Any], absent: np.ndarray) -> Dict[str, Any]:
+  """Where absent samples go wrong: sent to S (low mean p(U|x)) or confused within U (low Acc_u/u)."""
+  out = {}
+  for key in [k for k in DISPLAY_NAMES if k in test]:
+    dec = metrics.softmax_decomposition(test[key].logits, test[key].labels, absent)
+    out[key] = {
+        "mean_p_absent_on_absent": float(dec["mean_p_absent_on_absent"]), "acc_u/u": rows[key]["top1"]["acc_u/u"]
+    }
+  return out
+
+
 def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train: Optional[Mapping[str,
                                                                                                    Predictions]] = None,
                  ncm_train: Optional[Mapping[str, Predictions]] = None, pcv: Optional[Mapping[str,
@@ -182,10 +285,10 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
   Args:
     class_split: a `class_split.ClassSplit` over the head's C classes.
     test: model name -> Predictions (logits (N, C)) on the target test split. 'pretrained' and 'finetune' are
-      required; others among MODEL_NAMES are reported when present.
+      required; others among methods.DISPLAY_NAMES are reported when present.
     alg_train: model name -> that model's Predictions on its own S-only fine-tuning training data (ALG).
     ncm_train: 'pretrained'/'finetune' -> Predictions on the target training data of ALL classes (NCM means).
-    pcv: {'gammas': (K,), 'found': (K,) bool, 'taus': (K,)} from the PCV pseudo-split runs.
+    pcv: {'gammas': (K,), 'found': (K,) bool, 'taus': (K,)} from the PCV pseudo-split runs (pcv.run).
     history: model name -> {'step', 'head_norm_seen', 'head_norm_absent', 'absent_update_cos', 'loss'} lists.
     config: the run config (dict or ConfigDict), recorded in the header.
     class_mask: optional (C,) bool, True for head classes the dataset has. When given, the other head classes are
@@ -194,125 +297,27 @@ def build_report(*, class_split: Any, test: Mapping[str, Predictions], alg_train
   Returns:
     A JSON-able dict (non-finite floats become None); see the module docstring for its sections.
   """
-  missing = [k for k in ("pretrained", "finetune") if k not in test]
-  if missing:
-    raise ValueError(f"build_report needs test predictions for {missing}; got {sorted(test)}.")
-  unknown = sorted(set(test) - set(MODEL_NAMES))
-  if unknown:
-    raise ValueError(f"Unknown model names in test: {unknown}. Valid names: {', '.join(MODEL_NAMES)}.")
   alg_train, ncm_train, history = dict(alg_train or {}), dict(ncm_train or {}), dict(history or {})
-  stray = sorted(set(alg_train) - set(test))
-  if stray:
-    raise ValueError(f"alg_train has {stray} but test does not; ALG calibrates a model that is scored on test.")
-  num_head = int(class_split.num_classes)
-  for name, preds in {**test, **alg_train, **ncm_train}.items():
-    if preds.num_classes != num_head:
-      raise ValueError(f"Predictions for {name!r} have {preds.num_classes} logits; the class split has "
-                       f"{num_head} classes.")
-
-  absent = np.asarray(class_split.absent_mask, bool)
-  seen = np.asarray(class_split.seen_mask, bool)
+  _check_inputs(class_split, test, alg_train, ncm_train)
+  absent, head_policy = _head_classes(class_split, class_mask)
   if class_mask is not None:
-    class_mask = np.asarray(class_mask, bool)
-    if class_mask.shape != (num_head,):
-      raise ValueError(f"class_mask has shape {class_mask.shape}; the head has {num_head} classes.")
-    dropped = np.flatnonzero((seen | absent) & ~class_mask).tolist()
-    if dropped:
-      raise ValueError(f"class_mask drops classes {dropped[:10]} that the split puts in S or U; the split must "
-                       "only use classes the dataset has.")
-    restrict = lambda d: {k: v.restrict_classes(class_mask) for k, v in d.items()}
+    restrict = lambda d: {k: v.restrict_classes(np.asarray(class_mask, bool)) for k, v in d.items()}
     test, alg_train, ncm_train = restrict(test), restrict(alg_train), restrict(ncm_train)
-    absent = absent[class_mask]
-    head_policy = {
-        "policy": "mask", "num_head_classes": num_head, "num_scored_classes": int(class_mask.sum()),
-        "note": f"{num_head - int(class_mask.sum())} head classes the dataset lacks are excluded from "
-                "every argmax (as if their logits were -inf)."
-    }
-  else:
-    head_policy = {
-        "policy": "keep", "num_head_classes": num_head, "num_scored_classes": num_head,
-        "note": "All head classes compete in every argmax (the official code's choice)."
-    }
   num_scored = head_policy["num_scored_classes"]
-  top5 = num_scored >= 10
-
-  labels = test["finetune"].labels
-  for name, preds in test.items():
-    if not np.array_equal(preds.labels, labels):
-      raise ValueError(f"test[{name!r}] labels differ from test['finetune']: all models must be scored on the "
-                       "same test samples in the same order.")
-  is_u = absent[labels]
-
+  is_u = absent[_test_labels(test)]
   report: Dict[str, Any] = {
       "config": config.to_dict() if hasattr(config, "to_dict") else (config or {}),
       "class_split": class_split.to_dict(),
       "head_classes": head_policy,
-      "test_samples": {"all": int(labels.size), "seen": int((~is_u).sum()), "absent": int(is_u.sum())},
-      "methods": {},
-      "gammas": {"alg": {}, "oracle": {}},
-      "ausuc": {},
-      "curves": {},
+      "test_samples": {"all": int(is_u.size), "seen": int((~is_u).sum()), "absent": int(is_u.sum())},
+      **_score_models(test, alg_train, pcv, absent, top5=num_scored >= 10),
   }
-  methods, gammas = report["methods"], report["gammas"]
-
-  def add_row(key, name, preds, base=None, calib=None, gamma=None):
-    logits = preds.logits if gamma is None else np.asarray(calibration.shift_absent(preds.logits, absent, gamma))
-    methods[key] = {
-        "name": name, "base": base or key, "calibration": calib, "gamma": gamma,
-        **_accuracies(logits, preds.labels, absent, top5)
-    }
-
-  ordered = [k for k in MODEL_NAMES if k in test]
-  for key in ordered:
-    preds = test[key]
-    add_row(key, MODEL_NAMES[key], preds)
-    report["curves"][key] = _curve(preds, absent)
-    report["ausuc"][key] = report["curves"][key]["ausuc"]
-    star, star_acc = calibration.oracle_gamma(preds.logits, preds.labels, absent)
-    gammas["oracle"][key] = {"gamma": float(star), "acc_y/y": 100.0 * float(star_acc)}
-    if key in _UNCALIBRATED:
-      continue
-    if key in alg_train:
-      _check_s_only(key, alg_train[key], absent)
-      g = float(calibration.alg_gamma(alg_train[key].logits, alg_train[key].labels, absent))
-      gammas["alg"][key] = g
-      add_row(f"{key}+ALG", f"{MODEL_NAMES[key]} + ALG", preds, key, "ALG", g)
-    if key != "finetune":
-      continue
-    if pcv is not None:
-      g_k = np.asarray(pcv["gammas"], np.float64)
-      found = np.asarray(pcv["found"], bool)
-      g = float(calibration.pcv_gamma(g_k, found))
-      gammas["pcv"] = {
-          "gamma": g if math.isfinite(g) else None, "per_split": g_k.tolist(), "found": found.tolist(),
-          "taus": [float(t) for t in pcv.get("taus", [])]
-      }
-      if math.isfinite(g):
-        add_row("finetune+PCV", "FT + PCV", preds, key, "PCV", g)
-    add_row("finetune+gamma*", "FT + γ* (oracle γ, upper bound)", preds, key, "gamma*",
-            gammas["oracle"]["finetune"]["gamma"])
-  # How much of gamma*'s Acc_y/y gain over FT each deployable gamma recovers (undefined when gamma* gains nothing).
-  gain = methods["finetune+gamma*"]["top1"]["acc_y/y"] - methods["finetune"]["top1"]["acc_y/y"]
-  gammas["recovery"] = {
-      calib.lower(): (methods[key]["top1"]["acc_y/y"] - methods["finetune"]["top1"]["acc_y/y"]) / gain
-      for key, calib in (("finetune+ALG", "ALG"), ("finetune+PCV", "PCV")) if key in methods and gain > 1e-9
-  }
-
   if "pretrained" in ncm_train and "finetune" in ncm_train:
-    report["ncm"] = _ncm_section(test, ncm_train, methods, absent, num_scored)
-
-  # Where absent samples go wrong: sent to S (low p(U|x)) or confused within U (low Acc_u/u).
-  report["softmax_decomposition"] = {}
-  for key in ordered:
-    dec = metrics.softmax_decomposition(test[key].logits, labels, absent)
-    report["softmax_decomposition"][key] = {
-        "mean_p_absent_on_absent": float(dec["mean_p_absent_on_absent"]), "acc_u/u": methods[key]["top1"]["acc_u/u"]
-    }
-
+    report["ncm"] = _ncm_section(test, ncm_train, report["methods"], absent, num_scored)
+  report["softmax_decomposition"] = _softmax_section(test, report["methods"], absent)
   if history:
-    report["head_norms"] = {k: _history_summary(h) for k, h in history.items()}
+    report["head_norms"] = {k: training_dynamics.summarize(h) for k, h in history.items()}
     report["history"] = {k: {f: list(v) for f, v in h.items()} for k, h in history.items()}
-
   report["findings"] = _findings(report)
   return to_jsonable(report)
 
@@ -338,139 +343,3 @@ def to_jsonable(x: Any) -> Any:
   if hasattr(x, "__array__"):  # jax.Array and other array-likes
     return to_jsonable(np.asarray(x))
   return str(x)
-
-
-# -- Markdown ------------------------------------------------------------------------------------------------------
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-  if v is None:
-    return "–"
-  if isinstance(v, float):
-    return f"{v:.{digits}f}"
-  return str(v)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  cell = lambda c: _fmt(c).replace("|", "\\|")  # p(U|x) must not split a column
-  lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-  return "\n".join(lines)
-
-
-def _methods_table(report: Mapping[str, Any], k: str) -> str:
-  rows = [[m["name"], _fmt(m["gamma"], 3)] + [m[k][a] for a in ACC_KEYS] for m in report["methods"].values()]
-  return _table(["method", "γ"] + [a.replace("acc_", "Acc_") for a in ACC_KEYS], rows)
-
-
-def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str]) -> str:
-  """The report as Markdown; `figures` maps figure name -> path relative to the report."""
-  split, heads = report["class_split"], report["head_classes"]
-  out = ["# ftcal_jax report", ""]
-  cfg = report.get("config") or {}
-  brief = {k: cfg[k] for k in ("method", "model", "seed") if k in cfg}
-  if isinstance(cfg.get("dataset"), Mapping) and "name" in cfg["dataset"]:
-    brief["dataset"] = cfg["dataset"]["name"]
-  if brief:
-    out += ["Run: " + ", ".join(f"{k} = `{v}`" for k, v in brief.items()) + " (full config in report.json).", ""]
-  n = report["test_samples"]
-  out += [
-      f"Classes: |S| = {len(split['seen'])} seen, |U| = {len(split['absent'])} absent, "
-      f"{len(split['remaining'])} unused; split provenance: `{json.dumps(split['provenance'])}`.",
-      f"Head classes: policy **{heads['policy']}**, {heads['num_scored_classes']} of "
-      f"{heads['num_head_classes']} scored. {heads['note']}",
-      f"Test samples: {n['all']} ({n['seen']} of S, {n['absent']} of U). Accuracies in %.", ""
-  ]
-
-  out += ["## Methods (top-1)", "", _methods_table(report, "top1"), ""]
-  first = next(iter(report["methods"].values()))
-  if "top5" in first:
-    out += ["## Methods (top-5)", "", _methods_table(report, "top5"), ""]
-
-  g = report["gammas"]
-  out += ["## Calibration γ", ""]
-  rows = [
-      [f"ALG ({k})", v, "mean non-GT S logit − mean U logit on its S-only training data"] for k, v in g["alg"].items()
-  ]
-  if "pcv" in g:
-    p = g["pcv"]
-    per = ", ".join(f"{_fmt(x, 3)}{'' if f else ' (not found)'}" for x, f in zip(p["per_split"], p["found"]))
-    taus = ", ".join(_fmt(t) for t in p["taus"])
-    rows.append(["PCV (finetune)", p["gamma"], f"mean over found splits; per split: {per}; τ (%): {taus}"])
-  rows += [[f"γ* ({k})", v["gamma"], f"oracle on test data, Acc_y/y {v['acc_y/y']:.2f} (an upper bound)"]
-           for k, v in g["oracle"].items()]
-  out += [_table(["γ", "value", "how"], [[r[0], _fmt(r[1], 4), r[2]] for r in rows]), ""]
-
-  out += [
-      "## Seen-unseen curves", "",
-      _table(
-          ["model", "AUSUC", "curve points"],
-          [[MODEL_NAMES.get(k, k), _fmt(v, 4), report["curves"][k]["num_points"]] for k, v in report["ausuc"].items()]),
-      ""
-  ]
-  if "seen_unseen" in figures:
-    out += [f"![seen-unseen curves]({figures['seen_unseen']})", ""]
-
-  if "ncm" in report:
-    ncm = report["ncm"]
-    out += ["## NN vs NCM", "", f"*{ncm['diagnostic']}*", ""]
-    rows = []
-    for clf, src in (("NN (linear head)", report["methods"]), ("NCM", ncm)):
-      get = (lambda k: src[k]["top1"]) if clf.startswith("NN") else (lambda k: src[k])
-      for key in ("pretrained", "finetune"):
-        rows.append([clf, MODEL_NAMES[key]] + [get(key)[a] for a in ("acc_y/y", "acc_s/y", "acc_u/y")])
-      gains = ncm["gains"]["nn" if clf.startswith("NN") else "ncm"]
-      rows.append([clf, "gain (FT − pre-trained)"] + [f"{gains[a]:+.2f}" for a in ("acc_y/y", "acc_s/y", "acc_u/y")])
-    out += [_table(["classifier", "features", "Acc_y/y", "Acc_s/y", "Acc_u/y"], rows), ""]
-    if "nn_vs_ncm" in figures:
-      out += [f"![NN vs NCM gains]({figures['nn_vs_ncm']})", ""]
-
-  out += [
-      "## Softmax decomposition on absent-class samples", "",
-      "p(c|x) = p(U|x)·p(c|x, U) for c ∈ U: a low mean p(U|x) means U samples are sent to S; a low Acc_u/u "
-      "means U classes are confused among themselves.", "",
-      _table(["model", "mean p(U|x) on U samples", "Acc_u/u"],
-             [[MODEL_NAMES.get(k, k), _fmt(v["mean_p_absent_on_absent"], 4), v["acc_u/u"]]
-              for k, v in report["softmax_decomposition"].items()]), ""
-  ]
-
-  if "head_norms" in report:
-    rows = []
-    for k, h in report["head_norms"].items():
-      s, u = h.get("head_norm_seen", {}), h.get("head_norm_absent", {})
-      rows.append([
-          MODEL_NAMES.get(k, k),
-          h.get("last_step"),
-          _fmt(s.get("first"), 3),
-          _fmt(s.get("last"), 3),
-          _fmt(u.get("first"), 3),
-          _fmt(u.get("last"), 3),
-          _fmt(h.get("absent_update_cos", {}).get("mean"), 3)
-      ])
-    out += [
-        "## Head weight norms during training", "",
-        _table(["model", "steps", "‖W_S‖ first", "‖W_S‖ last", "‖W_U‖ first", "‖W_U‖ last", "mean cos of U updates"],
-               rows), ""
-    ]
-    if "head_norms" in figures:
-      out += [f"![head weight norms]({figures['head_norms']})", ""]
-
-  out += ["## Findings (the paper's claims, checked on this run)", ""]
-  for f in report["findings"]:
-    verdict = {True: "**holds**", False: "**does not hold**", None: "*not checked*"}[f["holds"]]
-    out.append(f"- {f['claim']}: {verdict} ({f['evidence']}).")
-  return "\n".join(out) + "\n"
-
-
-def write_report(report: Mapping[str, Any], workdir: str) -> Dict[str, str]:
-  """Writes report.json, report.md and figures/*.png under `workdir`; returns {name: path}."""
-  os.makedirs(workdir, exist_ok=True)
-  fig_dir = os.path.join(workdir, "figures")
-  figures = plots.write_figures(report, fig_dir)
-  rel = {k: os.path.relpath(p, workdir) for k, p in figures.items()}
-  paths = {"json": os.path.join(workdir, "report.json"), "markdown": os.path.join(workdir, "report.md")}
-  with open(paths["json"], "w") as f:
-    json.dump(to_jsonable(report), f, indent=1, allow_nan=False)
-  with open(paths["markdown"], "w") as f:
-    f.write(render_markdown(report, rel))
-  return {**paths, **figures}

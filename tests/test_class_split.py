@@ -1,4 +1,4 @@
-"""ClassSplit: construction, validation errors that name the classes, PCV pseudo-splits."""
+"""ClassSplit: construction and validation errors that name the classes (PCV pseudo-splits: test_pcv.py)."""
 
 import json
 
@@ -67,19 +67,6 @@ def test_from_config():
   assert ClassSplit.from_config(cfg, 4).absent == (0, 3)
   with pytest.raises(ValueError, match="valid kinds"):
     ClassSplit.from_config(ml_collections.ConfigDict(dict(kind="nope")), 4)
-
-
-def test_pseudo_split_halves_seen_and_sets_absent_aside():
-  s = ClassSplit.random(47, 23, seed=0)
-  p = s.pseudo_split(seed=1)
-  assert len(p.seen) == 11 and len(p.absent) == 12
-  assert set(p.seen) | set(p.absent) == set(s.seen)
-  assert set(p.remaining) == set(s.absent)
-  assert p == s.pseudo_split(seed=1)
-  assert p.seen != s.pseudo_split(seed=2).seen
-  assert p.provenance["parent"] == s.to_dict()
-  with pytest.raises(ValueError, match="at least 2 seen"):
-    ClassSplit.from_lists(3, seen=[0]).pseudo_split(0)
 
 
 def test_to_dict_is_json_ready_and_frozen():

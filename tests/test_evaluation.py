@@ -1,10 +1,13 @@
-"""Tests for the prediction pass: padding is dropped and 8-device sharding changes no numbers."""
+"""Tests for the prediction pass (padding is dropped, 8-device sharding changes no numbers) and its cache."""
+
+import os
 
 import jax
 from jax.sharding import Mesh
 import numpy as np
 import pytest
 
+from ftcal_jax import checkpointing
 from ftcal_jax import evaluation
 from ftcal_jax.models import get_model
 
@@ -94,3 +97,37 @@ def test_predictions_validate_and_restrict():
   np.testing.assert_array_equal(r.labels, [0, 1, 2])
   with pytest.raises(ValueError, match="class_mask excludes"):
     p.restrict_classes(np.array([True, True, False, True]))
+
+
+def _two_passes(seed):
+  rng = np.random.default_rng(seed)
+  mk = lambda n: evaluation.Predictions(rng.normal(size=(n, 3)), rng.normal(size=(n, 2)), rng.integers(0, 3, n))
+  return {"test": mk(5), "heldout": mk(4)}
+
+
+def test_cached_predictions_computes_once_then_reads_the_cache(tmp_path):
+  path = str(tmp_path / "run" / "predictions.npz")
+  calls = []
+  preds = _two_passes(0)
+  history = {"step": [0, 2], "loss": [float("nan"), 0.5]}
+
+  def compute():
+    calls.append(1)
+    return preds, history
+
+  first, hist, cached = evaluation.cached_predictions(path, "fp1", compute)
+  assert not cached and hist == history and list(first) == list(preds) and all(first[k] is preds[k] for k in preds)
+  assert os.listdir(tmp_path / "run") == ["predictions.npz"]  # The temporary file was renamed away.
+  again, hist, cached = evaluation.cached_predictions(path, "fp1", compute)
+  assert cached and len(calls) == 1 and sorted(again) == ["heldout", "test"]
+  for kind, p in preds.items():
+    for field in ("logits", "features", "labels"):
+      np.testing.assert_array_equal(getattr(again[kind], field), getattr(p, field))
+  assert hist["step"] == [0, 2] and hist["loss"][1] == 0.5 and np.isnan(hist["loss"][0])
+
+
+def test_cached_predictions_refuses_a_cache_of_another_fingerprint(tmp_path):
+  path = str(tmp_path / "predictions.npz")
+  evaluation.cached_predictions(path, "fp1", lambda: (_two_passes(0), None))
+  with pytest.raises(checkpointing.ConfigMismatchError, match="different config.*fingerprint fp1, this run fp2"):
+    evaluation.cached_predictions(path, "fp2", lambda: (_two_passes(1), None))

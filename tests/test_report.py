@@ -14,6 +14,7 @@ import pytest
 from ftcal_jax.class_split import ClassSplit
 from ftcal_jax.evaluation import Predictions
 from ftcal_jax import report as report_lib
+from ftcal_jax import report_markdown
 
 LABELS = np.array([0, 1, 0, 1, 2, 3, 2, 3])
 
@@ -200,7 +201,7 @@ def test_top5_table_when_ten_or_more_classes(tmp_path):
   # No NCM, ALG or PCV inputs: those rows and sections are left out, and their findings say so.
   assert list(rep["methods"]) == ["pretrained", "finetune", "finetune+gamma*"]
   assert "ncm" not in rep and [f["holds"] for f in rep["findings"]][-1] is None
-  paths = report_lib.write_report(rep, str(tmp_path))
+  paths = report_markdown.write_report(rep, str(tmp_path))
   assert "Methods (top-5)" in open(paths["markdown"]).read()
 
 
@@ -221,7 +222,7 @@ def test_bad_inputs_raise(report):
 
 
 def test_write_report_files(report, tmp_path):
-  paths = report_lib.write_report(report, str(tmp_path))
+  paths = report_markdown.write_report(report, str(tmp_path))
   assert set(paths) == {"json", "markdown", "seen_unseen", "nn_vs_ncm", "head_norms"}
   for key in ("seen_unseen", "nn_vs_ncm", "head_norms"):
     with open(paths[key], "rb") as f:
@@ -238,6 +239,14 @@ def test_write_report_files(report, tmp_path):
   for text in ("| FT + ALG |", "figures/seen_unseen.png", "figures/nn_vs_ncm.png", "figures/head_norms.png",
                "does not hold", "Diagnostic only", "mean p(U\\|x) on U samples", "policy **keep**", "0.4375"):
     assert text in md, text
+
+
+def test_write_report_without_figures_writes_the_json_only(report, tmp_path):
+  paths = report_markdown.write_report(report, str(tmp_path), figures=False)
+  assert paths == {"json": str(tmp_path / "report.json")} and os.listdir(tmp_path) == ["report.json"]
+  # The bytes train.py wrote before the writer handled this case itself.
+  with open(paths["json"]) as f:
+    assert f.read() == json.dumps(report, indent=1)
 
 
 def test_report_json_is_strict(report):

@@ -160,18 +160,6 @@ def test_clear_errors(data_dir, tmp_path, overrides, message):
     train.train_and_evaluate(_testing_config(data_dir, **overrides), str(tmp_path))
 
 
-def test_head_statistics():
-  init = np.zeros((2, 4))
-  kernel = np.array([[3.0, 0.0, 1.0, 2.0], [4.0, 1.0, 0.0, 0.0]])
-  seen = np.array([True, True, False, False])
-  s, u, cos = train.head_statistics(kernel, init, seen, ~seen)
-  assert s == pytest.approx((5.0 + 1.0) / 2)
-  assert u == pytest.approx((1.0 + 2.0) / 2)
-  assert cos == pytest.approx(1.0)  # Both U columns moved along the same direction.
-  kernel[1, 3] = -2.0
-  assert train.head_statistics(kernel, init, seen, ~seen)[2] == pytest.approx(np.sqrt(0.5))
-
-
 def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
   from ftcal_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from ftcal_jax.datasets import glyphs, registry  # pylint: disable=g-import-not-at-top
