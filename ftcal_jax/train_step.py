@@ -22,6 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ftcal_jax import holistic_transfer
+from ftcal_jax import input_pipeline
 from ftcal_jax import ldifs
 from ftcal_jax import optimizers
 from ftcal_jax.methods import Method
@@ -92,7 +93,7 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: M
 
 def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
                     absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
-                    ldifs_config=None, ht_config=None):
+                    ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None):
   """Builds the jitted train step.
 
   Args:
@@ -106,6 +107,8 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
       (the 'mask' head-class policy). None keeps every head class.
     ldifs_config: ConfigDict with alpha, taps (empty = ldifs.default_taps), normalisation.
     ht_config: ConfigDict with distill_weight, temperature.
+    input_affine: the checkpoint's input normalisation (input_pipeline.model_input_affine), applied to the batch's
+      [-1, 1] images before the model; None feeds them as they are.
 
   Returns:
     step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
@@ -133,7 +136,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
     return out, new["batch_stats"]
 
   def loss_fn(params, batch_stats, ref_params, ref_batch_stats, batch, rng):
-    images, labels = batch["image"], batch["label"]
+    images, labels = input_pipeline.apply_input_affine(batch["image"], input_affine), batch["label"]
     # Frozen parameters get no gradient at all, so XLA never builds their backward pass (a linear probe does
     # not backpropagate through the backbone). The optimiser zeroes their updates as well.
     frozen = optimizers.param_labels(params, method.trainable)

@@ -25,6 +25,8 @@ from ftcal_jax.models import clip_weights
 from ftcal_jax.models import resnet_weights
 from ftcal_jax.models import weights
 from ftcal_jax.models import CLIP_CONFIGS, MODEL_CONFIGS, RESNET_CONFIGS, get_model, list_models
+from ftcal_jax.models.clip import CLIPVisionTransformer
+from ftcal_jax.models.resnet import ResNet
 
 # The text towers paired with each CLIP image tower (OpenAI's); vocabulary and context come from the checkpoint.
 CLIP_TEXT_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -38,9 +40,9 @@ OPENAI_LOGIT_SCALE = 100.0  # exp of the trained logit_scale of every OpenAI CLI
 Head = Union[str, Sequence[int]]
 
 
-def _shapes(model, image_size: int):
-  """The model's variables as jax.ShapeDtypeStructs (nothing is computed or compiled)."""
-  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+def _shapes(model, image_shape: Sequence[int]):
+  """The model's variables as jax.ShapeDtypeStructs for (H, W, C) images (nothing is computed or compiled)."""
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + tuple(image_shape), jnp.float32))
 
 
 def _fresh_head(shapes: Dict[str, Any], model) -> Dict[str, Any]:
@@ -90,30 +92,82 @@ def _is_npz(path) -> bool:
   return isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".npz")
 
 
-def _load_resnet(name, path, *, num_classes, head, source, prefix, dtype):
+def _read_resnet(path, source, prefix):
   if _is_npz(path):  # ftcal_jax's own: {'params': ..., 'batch_stats': ...}
     loaded = weights.load_npz(os.fspath(path))
     if "batch_stats" not in loaded:
       raise ValueError(f"{path} holds no 'batch_stats/...' arrays: not a ResNet saved by ftcal_jax.")
-  else:
-    loaded = resnet_weights.load_resnet_state_dict(path, source=source or "auto", prefix=prefix)
-  model = get_model(name, _num_classes(loaded["params"], num_classes, head), dtype=dtype)
-  shapes = _shapes(model, 224)
-  if head == "new":
-    shapes = _fresh_head(shapes, model)
-  return model, restore_variables(shapes, loaded, head=head)
+    return loaded
+  return resnet_weights.load_resnet_state_dict(path, source=source or "auto", prefix=prefix)
 
 
-def _load_vit(name, path, *, num_classes, head, source, image_size, dtype):
+def _read_vit(path, num_heads, source):
   if _is_npz(path):
-    loaded = weights.load_npz(os.fspath(path))
-  else:
-    loaded = weights.load_torch_state_dict(path, num_heads=MODEL_CONFIGS[name]["num_heads"], source=source or "hf")
-  model = get_model(name, _num_classes(loaded, num_classes, head), dtype=dtype)
-  shapes = _shapes(model, image_size or 224)
+    return {"params": weights.load_npz(os.fspath(path))}
+  return {"params": weights.load_torch_state_dict(path, num_heads=num_heads, source=source or "hf")}
+
+
+def _fit(model, loaded, *, head, image_shape):
+  """Variables of `model` from converted weights: a fresh head for 'new', a resized CLIP position embedding."""
+  shapes = _shapes(model, image_shape)
+  params = loaded["params"]
+  if "positional_embedding" in params and "positional_embedding" in shapes["params"]:
+    want, got = shapes["params"]["positional_embedding"].shape, np.shape(params["positional_embedding"])
+    if want != got and want[-1] == got[-1]:  # another image size: resize over the patch grid, as transformers does
+      params = {
+          **params, "positional_embedding": weights.resize_posemb(params["positional_embedding"][None], want[0],
+                                                                  method="bicubic")[0]
+      }
   if head == "new":
     shapes = _fresh_head(shapes, model)
-  return model, restore_variables(shapes, {"params": loaded}, head=head)
+  return restore_variables(shapes, {**loaded, "params": params}, head=head)
+
+
+def fit_checkpoint(model, path, *, head: Head = "keep", image_shape: Sequence[int] = (224, 224, 3),
+                   source: Optional[str] = None, prefix: str = "", text_embeddings=None,
+                   logit_scale: Optional[float] = None) -> Dict[str, Any]:
+  """Loads a checkpoint into an already built model (e.g. one sized to a dataset's classes).
+
+  Args:
+    model: a ResNet, CLIPVisionTransformer or VisionTransformer of `get_model`.
+    path: the checkpoint (see the module docstring) or a state dict.
+    image_shape: (H, W, C) of the inputs (sizes position embeddings).
+    head, source, prefix, text_embeddings, logit_scale: as `load_pretrained`. With text_embeddings (CLIP), the
+      zero-shot head replaces the checkpoint's; head='keep' keeps it.
+
+  Returns:
+    the model's variables ({'params'} and, for a ResNet, {'batch_stats'}), numpy arrays.
+  """
+  if isinstance(model, ResNet):
+    loaded = _read_resnet(path, source, prefix)
+  elif isinstance(model, CLIPVisionTransformer):
+    clip = _read_clip(path, source)
+    loaded = {"params": clip["visual"]}
+    if text_embeddings is not None:
+      scale = logit_scale or clip.get("logit_scale") or OPENAI_LOGIT_SCALE
+      loaded["params"] = {**loaded["params"], "head": clip_text.zero_shot_head(text_embeddings, scale)}
+  else:
+    loaded = _read_vit(path, model.num_heads, source)
+  return _fit(model, loaded, head=head, image_shape=image_shape)
+
+
+def _read_clip(path, source):
+  if _is_npz(path):  # ftcal_jax's own: the image tower's params, with the head it was saved with
+    return {"visual": weights.load_npz(os.fspath(path))}
+  loaded = clip_weights.load_clip_state_dict(path, source=source or "auto")
+  if "visual" not in loaded:
+    raise ValueError(f"{path} holds no CLIP image tower (no visual.* / vision_model.* keys).")
+  return loaded
+
+
+def _load(name, path, *, num_classes, head, source, prefix, image_size, dtype):
+  """ResNet and ViT: the model sized by the checkpoint's head (or num_classes), and its variables."""
+  if name in RESNET_CONFIGS:
+    loaded = _read_resnet(path, source, prefix)
+  else:
+    loaded = _read_vit(path, MODEL_CONFIGS[name]["num_heads"], source)
+  model = get_model(name, _num_classes(loaded["params"], num_classes, head), dtype=dtype)
+  return model, _fit(model, loaded, head=head, image_shape=(image_size or 224, image_size or 224, 3))
 
 
 def _text_tower(name: str, text_loaded, eos_token_id: int):
@@ -157,12 +211,7 @@ def _zero_shot_head(name, loaded, *, text_embeddings, classnames, templates, voc
 
 
 def _load_clip(name, path, *, num_classes, head, source, image_size, dtype, zero_shot):
-  if _is_npz(path):  # ftcal_jax's own: the image tower's params, with the head it was saved with
-    loaded = {"visual": weights.load_npz(os.fspath(path))}
-  else:
-    loaded = clip_weights.load_clip_state_dict(path, source=source or "auto")
-  if "visual" not in loaded:
-    raise ValueError(f"{path} holds no CLIP image tower (no visual.* / vision_model.* keys).")
+  loaded = _read_clip(path, source)
   visual = dict(loaded["visual"])
   zs_head = _zero_shot_head(name, loaded, **zero_shot)
   if zs_head is not None:
@@ -172,14 +221,7 @@ def _load_clip(name, path, *, num_classes, head, source, image_size, dtype, zero
   else:
     num_classes = _num_classes(visual, num_classes, head)
   model = get_model(name, num_classes, dtype=dtype)
-  shapes = _shapes(model, image_size or 224)
-  want, got = shapes["params"]["positional_embedding"].shape, np.shape(visual["positional_embedding"])
-  if want != got and want[-1] == got[-1]:  # another image size: resize over the patch grid, as transformers does
-    visual["positional_embedding"] = weights.resize_posemb(visual["positional_embedding"][None], want[0],
-                                                           method="bicubic")[0]
-  if head == "new":
-    shapes = _fresh_head(shapes, model)
-  return model, restore_variables(shapes, {"params": visual}, head=head)
+  return model, _fit(model, {"params": visual}, head=head, image_shape=(image_size or 224, image_size or 224, 3))
 
 
 def load_pretrained(name: str, path, *, num_classes: Optional[int] = None, head: Head = "keep",
@@ -209,13 +251,12 @@ def load_pretrained(name: str, path, *, num_classes: Optional[int] = None, head:
     (model, variables): `model.apply(variables, images (B, H, W, 3), train=False)` returns a dict with 'logits'
     (B, C), 'pre_logits' (B, D) and 'blocks'. ResNet variables also hold 'batch_stats'.
   """
-  if name in RESNET_CONFIGS:
-    return _load_resnet(name, path, num_classes=num_classes, head=head, source=source, prefix=prefix, dtype=dtype)
+  if name in RESNET_CONFIGS or name in MODEL_CONFIGS:
+    return _load(name, path, num_classes=num_classes, head=head, source=source, prefix=prefix, image_size=image_size,
+                 dtype=dtype)
   if name in CLIP_CONFIGS:
     zero_shot = dict(text_embeddings=text_embeddings, classnames=classnames, templates=templates, vocab_file=vocab_file,
                      merges_file=merges_file, logit_scale=logit_scale)
     return _load_clip(name, path, num_classes=num_classes, head=head, source=source, image_size=image_size, dtype=dtype,
                       zero_shot=zero_shot)
-  if name in MODEL_CONFIGS:
-    return _load_vit(name, path, num_classes=num_classes, head=head, source=source, image_size=image_size, dtype=dtype)
   raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}.")
