@@ -130,6 +130,20 @@ def time_torch(torch, model, opt, images, labels, n):
   return loss.item(), ((time.perf_counter() - t0) / n, (time.process_time() - c0) / n)
 
 
+def flax_model_from(args, ref, cfg):
+  """The Flax model of args.model with the PyTorch reference's weights: (model, params, batch_stats or {})."""
+  resnet = cfg is None
+  model = get_model(args.model, args.classes, **({} if resnet else {"num_layers": args.depth}))
+  init = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, args.res, args.res, 3)))
+  if resnet:
+    variables = load.restore_variables(init, resnet_weights.load_resnet_state_dict(ref.state_dict()))
+  else:
+    loaded = weights.load_torch_state_dict(ref.state_dict(), num_heads=cfg["num_heads"])
+    variables = {"params": weights.restore_into(init["params"], loaded)}
+  params, batch_stats = jax.tree.map(jnp.asarray, (variables["params"], variables.get("batch_stats", {})))
+  return model, params, batch_stats
+
+
 def run_cpu(args):
   import torch  # pylint: disable=g-import-not-at-top
   resnet = args.model in RESNET_CONFIGS
@@ -146,16 +160,7 @@ def run_cpu(args):
   t_labels = torch.from_numpy(labels)
   t_opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
 
-  model = get_model(args.model, args.classes, **({} if resnet else {"num_layers": args.depth}))
-  init = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, args.res, args.res, 3)))
-  if resnet:
-    variables = load.restore_variables(init, resnet_weights.load_resnet_state_dict(ref.state_dict()))
-  else:
-    variables = {
-        "params": weights.restore_into(init["params"],
-                                       weights.load_torch_state_dict(ref.state_dict(), num_heads=cfg["num_heads"]))
-    }
-  params, batch_stats = jax.tree.map(jnp.asarray, (variables["params"], variables.get("batch_stats", {})))
+  model, params, batch_stats = flax_model_from(args, ref, cfg)
   tx = optax.sgd(1e-3, momentum=0.9)
   state = (params, batch_stats, tx.init(params))
   j_images, j_labels = jnp.asarray(images), jnp.asarray(labels)

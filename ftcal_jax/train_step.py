@@ -91,37 +91,8 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: M
   return copy(state)
 
 
-def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
-                    absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
-                    ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None):
-  """Builds the jitted train step.
-
-  Args:
-    model: a Flax model of `models.get_model` (ViT, ResNet, CLIP image tower).
-    method: the training method (its loss and whether it needs `state.ref_params`).
-    tx: the optimiser (optimizers.make_optimizer), already holding the trainable-parameter labels.
-    opt_config: the optimiser config; its learning-rate schedule (optimizers.learning_rate) scales tx's updates.
-    mesh: the device mesh, axis 'data'.
-    absent_mask: (C,) bool, the absent classes U; needed by Holistic Transfer's distillation.
-    logit_mask: optional (C,) bool of head classes the dataset has; the others get a -1e9 logit in the loss
-      (the 'mask' head-class policy). None keeps every head class.
-    ldifs_config: ConfigDict with alpha, taps (empty = ldifs.default_taps), normalisation.
-    ht_config: ConfigDict with distill_weight, temperature.
-    input_affine: the checkpoint's input normalisation (input_pipeline.model_input_affine), applied to the batch's
-      [-1, 1] images before the model; None feeds them as they are.
-
-  Returns:
-    step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
-    P('data'); rng a PRNG key (folded with the step inside); metrics {'loss', 'ce', 'reg', 'accuracy',
-    'grad_norm', 'lr'} as () float32 arrays, replicated. `state` is donated; its batch_stats, if any, come back
-    updated from this batch (unless only the head trains).
-  """
-  taps: Tuple[int, ...] = ()
-  if method.loss == "ldifs":
-    taps = tuple(ldifs_config.taps) or ldifs.default_taps(model.num_layers)
-  if method.loss == "holistic_transfer" and absent_mask is None:
-    raise ValueError("Holistic Transfer needs absent_mask (the classes to distil).")
-  bias = None if logit_mask is None else jnp.where(jnp.asarray(logit_mask, bool), 0.0, -1e9)
+def _make_loss_fn(model, method: Method, taps, bias, absent_mask, ldifs_config, ht_config, input_affine):
+  """loss_fn(params, batch_stats, ref_params, ref_batch_stats, batch, rng) -> (loss, (metrics, new batch_stats))."""
   update_stats = method.trainable != "head"  # a linear probe keeps the pre-trained backbone, statistics included
 
   def forward(params, batch_stats, images, rng):
@@ -156,6 +127,42 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
                                                                                ht_config.temperature)
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce + reg, ({"ce": ce, "reg": reg, "accuracy": acc}, new_stats)
+
+  return loss_fn
+
+
+def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
+                    absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
+                    ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None):
+  """Builds the jitted train step.
+
+  Args:
+    model: a Flax model of `models.get_model` (ViT, ResNet, CLIP image tower).
+    method: the training method (its loss and whether it needs `state.ref_params`).
+    tx: the optimiser (optimizers.make_optimizer), already holding the trainable-parameter labels.
+    opt_config: the optimiser config; its learning-rate schedule (optimizers.learning_rate) scales tx's updates.
+    mesh: the device mesh, axis 'data'.
+    absent_mask: (C,) bool, the absent classes U; needed by Holistic Transfer's distillation.
+    logit_mask: optional (C,) bool of head classes the dataset has; the others get a -1e9 logit in the loss
+      (the 'mask' head-class policy). None keeps every head class.
+    ldifs_config: ConfigDict with alpha, taps (empty = ldifs.default_taps), normalisation.
+    ht_config: ConfigDict with distill_weight, temperature.
+    input_affine: the checkpoint's input normalisation (input_pipeline.model_input_affine), applied to the batch's
+      [-1, 1] images before the model; None feeds them as they are.
+
+  Returns:
+    step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
+    P('data'); rng a PRNG key (folded with the step inside); metrics {'loss', 'ce', 'reg', 'accuracy',
+    'grad_norm', 'lr'} as () float32 arrays, replicated. `state` is donated; its batch_stats, if any, come back
+    updated from this batch (unless only the head trains).
+  """
+  if method.loss == "holistic_transfer" and absent_mask is None:
+    raise ValueError("Holistic Transfer needs absent_mask (the classes to distil).")
+  taps: Tuple[int, ...] = ()
+  if method.loss == "ldifs":
+    taps = tuple(ldifs_config.taps) or ldifs.default_taps(model.num_layers)
+  bias = None if logit_mask is None else jnp.where(jnp.asarray(logit_mask, bool), 0.0, -1e9)
+  loss_fn = _make_loss_fn(model, method, taps, bias, absent_mask, ldifs_config, ht_config, input_affine)
 
   def step(state: TrainState, batch: Dict[str, jnp.ndarray], rng) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     rng = jax.random.fold_in(rng, state.step)
