@@ -1,11 +1,11 @@
 r"""Office-Home, the paper's main table: 6 source -> target pairs, 30 fine-tuning / 35 absent classes of 65.
 
 Protocol (paper.md): the paper's ImageNet-1k ResNet-50 (or, with ',vit', an ImageNet-21k ViT-B/32) is first trained
-on all 65 classes of the source domain (Art or Real World): the "source stage", which yields the pre-trained model. That model is then fine-tuned on 30 random
-classes of the target domain and evaluated on all 65 there (7:3 per-class train/test split, seeded), with PCV, ALG
-and gamma*, the Oracle (S and U), LDIFS and the Holistic Transfer variant. Arg: the pair, one of
-Ar-Cl, Ar-Pr, Ar-Rw, Rw-Ar, Rw-Cl, Rw-Pr; add ',source' for the source stage, ',vit' for the ViT-B/32 alternative
-and ',runlocal' for a CPU smoke run.
+on all 65 classes of the source domain (Art or Real World): the "source stage", which yields the pre-trained model.
+That model is then fine-tuned on 30 random classes of the target domain and evaluated on all 65 there (7:3 per-class
+train/test split, seeded), with PCV, ALG and gamma*, the Oracle (S and U), LDIFS and the Holistic Transfer variant.
+Arg: the pair, one of Ar-Cl, Ar-Pr, Ar-Rw, Rw-Ar, Rw-Cl, Rw-Pr; add ',source' for the source stage, ',vit' for the
+ViT-B/32 alternative and ',runlocal' for a CPU smoke run.
 
 Data: nothing is downloaded. Put the official OfficeHomeDataset_10072016.zip
 (https://www.hemanthdv.org/officeHomeDataset.html) in a manual dir; the first job prepares the TFDS builder
@@ -27,7 +27,8 @@ Run (from the repo root; each stage resumes when rerun):
       --config.dataset.manual_dir=$MANUAL
 
 The target stage reads workdirs/office_home/source_<Ar|Rw>/office_home_<domain>_<resnet50|vit_b32>.npz by default
-(--config.init_checkpoint to change); the ResNet's file holds its BatchNorm statistics too. CPU smoke run: --config experiments/office_home.py:Ar-Cl,runlocal.
+(--config.init_checkpoint to change); the ResNet's file holds its BatchNorm statistics too. CPU smoke run: --config
+experiments/office_home.py:Ar-Cl,runlocal.
 
 Hardware, batch and time (estimates from image counts, not measured): global batch 64 (the paper's), which divides
 over up to 64 devices; bfloat16. Target train sets hold about 1.0k-1.4k images of the 30 classes (Clipart 4,365,

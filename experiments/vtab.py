@@ -1,8 +1,8 @@
 r"""VTAB tasks, the paper's table: fine-tune on a random half of a task's classes, evaluate on all of them.
 
-Arg: the task, one of caltech101, dtd, oxford_flowers102 (TFDS builders of the same name), then ',vit' for the
-ViT alternative and ',runlocal' for a CPU smoke run. Train on the TFDS 'train' split (caltech101 3,060, dtd 1,880, oxford_flowers102 1,020 images), test
-on 'test' (6,084 / 1,880 / 6,149), with PCV, ALG, gamma* and the Oracle.
+Arg: the task, one of caltech101, dtd, oxford_flowers102 (TFDS builders of the same name), then ',vit' for the ViT
+alternative and ',runlocal' for a CPU smoke run. Train on the TFDS 'train' split (caltech101 3,060, dtd 1,880,
+oxford_flowers102 1,020 images), test on 'test' (6,084 / 1,880 / 6,149), with PCV, ALG, gamma* and the Oracle.
 
 The pre-trained model must already know every class of the task, so its head cannot be a fresh one. The paper
 follows Holistic Transfer and starts from a CLIP ViT-B/32 with its zero-shot text head: the classifier is CLIP's
