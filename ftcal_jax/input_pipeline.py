@@ -340,12 +340,3 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *, global_batch: int, c
     mask = np.zeros((b_host,), bool)
     mask[:n] = True
     yield {"image": image, "label": label, "mask": mask}
-
-
-def __getattr__(name: str) -> Any:
-  # `ArrayDataset` now lives in datasets/array_source.py; this lazy alias (no import cycle) keeps
-  # `input_pipeline.ArrayDataset` working for callers that still name it here (tests/test_train.py).
-  if name == "ArrayDataset":
-    from ftcal_jax.datasets import array_source  # pylint: disable=g-import-not-at-top
-    return array_source.ArrayDataset
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -201,8 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ValueError("'pretrain' runs alone (configs/glyphs_pretrain.py); remove it from config.methods.")
   # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
   ctx.split = ClassSplit.from_config(config.class_split, ctx.dataset.num_classes,
-                                     candidates=getattr(ctx.dataset, "present_classes", None))
-  ctx.class_mask = getattr(ctx.dataset, "class_mask", None)
+                                     candidates=ctx.dataset.present_classes)
+  ctx.class_mask = ctx.dataset.class_mask  # datasets.base.Dataset: None when every head class is scored.
   ctx.progress(f"Class split: |S| = {len(ctx.split.seen)}, |U| = {len(ctx.split.absent)}; methods "
                f"{list(config.methods)}" + (f"; PCV K={config.pcv.num_splits}" if config.pcv.enabled else ""))
   pre = _evaluate_pretrained(ctx)

@@ -91,6 +91,16 @@ def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: M
   return copy(state)
 
 
+def _reference_regulariser(loss: str, out, logits, ref, taps, absent_mask, ldifs_config, ht_config):
+  """The term that ties the fine-tuned model to the frozen pre-trained one: LDIFS or HT's U distillation."""
+  if loss == "ldifs":
+    return ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps, ldifs_config.normalisation)
+  if loss == "holistic_transfer":
+    return ht_config.distill_weight * holistic_transfer.absent_distillation(logits, ref["logits"], absent_mask,
+                                                                            ht_config.temperature)
+  raise ValueError(f"Method loss {loss!r} needs a reference model but has no regulariser.")
+
+
 def _make_loss_fn(model, method: Method, taps, bias, absent_mask, ldifs_config, ht_config, input_affine):
   """loss_fn(params, batch_stats, ref_params, ref_batch_stats, batch, rng) -> (loss, (metrics, new batch_stats))."""
   update_stats = method.trainable != "head"  # a linear probe keeps the pre-trained backbone, statistics included
@@ -118,13 +128,8 @@ def _make_loss_fn(model, method: Method, taps, bias, absent_mask, ldifs_config, 
     reg = jnp.zeros((), jnp.float32)
     if method.needs_reference:
       ref_vars = {"params": ref_params, **({} if ref_batch_stats is None else {"batch_stats": ref_batch_stats})}
-      ref = model.apply(ref_vars, images, train=False, feature_blocks=taps)
-      ref = jax.lax.stop_gradient(ref)
-      if method.loss == "ldifs":
-        reg = ldifs_config.alpha * ldifs.ldifs_distance(out["blocks"], ref["blocks"], taps, ldifs_config.normalisation)
-      elif method.loss == "holistic_transfer":
-        reg = ht_config.distill_weight * holistic_transfer.absent_distillation(logits, ref["logits"], absent_mask,
-                                                                               ht_config.temperature)
+      ref = jax.lax.stop_gradient(model.apply(ref_vars, images, train=False, feature_blocks=taps))
+      reg = _reference_regulariser(method.loss, out, logits, ref, taps, absent_mask, ldifs_config, ht_config)
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
     return ce + reg, ({"ce": ce, "reg": reg, "accuracy": acc}, new_stats)
 

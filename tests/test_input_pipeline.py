@@ -229,7 +229,6 @@ def test_both_sources_implement_the_dataset_protocol():
     assert ds.present_classes is None and ds.class_mask is None  # Attributes, None when the data has no such limits.
   assert isinstance(array_ds, base.Dataset)  # runtime_checkable: every member present.
   assert not isinstance(object(), base.Dataset)
-  assert ip.ArrayDataset is array_source.ArrayDataset  # The old import path still works.
 
 
 def test_importing_the_registry_loads_no_tfds_tensorflow_or_fonts():

@@ -161,8 +161,7 @@ def test_clear_errors(data_dir, tmp_path, overrides, message):
 
 
 def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
-  from ftcal_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from ftcal_jax.datasets import glyphs, registry  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.datasets import array_source, glyphs, registry  # pylint: disable=g-import-not-at-top
 
   def load(split):
     images, labels = glyphs.load_glyphs_arrays(split, config="small", data_dir=str(data_dir))
@@ -171,8 +170,8 @@ def test_seen_classes_without_training_data_are_an_error(data_dir, tmp_path):
     return images, labels
 
   registry.register_dataset(
-      "glyphs_without_0", lambda cfg: input_pipeline.
-      ArrayDataset(name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(
+      "glyphs_without_0",
+      lambda cfg: array_source.ArrayDataset(name="glyphs_without_0", load_split=load, num_classes=47, class_names=tuple(
           str(c) for c in range(47)), train_split="target_train", test_split="target_test"))
   config = _testing_config(
       data_dir, **{"dataset.name": "glyphs_without_0", "class_split.kind": "explicit", "class_split.seen": (0,)})

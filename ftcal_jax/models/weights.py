@@ -287,15 +287,32 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
   if set(init_params) == {"params"}:
     raise ValueError("init_params is a variables dict: pass variables['params'].")
   want = flatten(init_params)
-  got = dict(flatten(loaded_params))
+  got = _apply_head_policy(want, dict(flatten(loaded_params)), head)
+  if _POSEMB in want and _POSEMB in got and _shape(want[_POSEMB]) != _shape(got[_POSEMB]):
+    w_shape, g_shape = _shape(want[_POSEMB]), _shape(got[_POSEMB])
+    if w_shape[-1] != g_shape[-1]:
+      raise ValueError(f"{_POSEMB}: model shape {w_shape} vs checkpoint shape {g_shape}: widths differ.")
+    got[_POSEMB] = resize_posemb(np.asarray(got[_POSEMB]), w_shape[1], num_prefix=1 if "cls" in want else 0,
+                                 grid=posemb_grid, method=posemb_method)
+  _check_fit(want, got)
+  out = {}
+  for k, v in got.items():
+    if v is want[k]:  # a freshly initialised head: keep the array as it is.
+      out[k] = v
+    else:
+      out[k] = np.asarray(v).astype(want[k].dtype)
+  return unflatten(out)
+
+
+def _apply_head_policy(want: Dict[str, Any], got: Dict[str, Any], head: Union[str, Sequence[int]]) -> Dict[str, Any]:
+  """`got` with its head kept, replaced by the model's fresh one ('new'), or restricted to class indices."""
   if isinstance(head, str) and head not in ("keep", "new"):
     raise ValueError(f"head must be 'keep', 'new' or a sequence of class indices, got {head!r}.")
-  head_keys = [k for k in want if k.startswith("head/")]
   if head == "new":
     for k in list(got):
       if k.startswith("head/"):
         del got[k]
-    for k in head_keys:
+    for k in (k for k in want if k.startswith("head/")):
       if isinstance(want[k], jax.ShapeDtypeStruct):
         raise ValueError("head='new' needs real initial values in init_params, not jax.eval_shape structs.")
       got[k] = want[k]
@@ -308,14 +325,11 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
       raise ValueError(f"head class indices must be a non-empty 1-D list in [0, {n}), the checkpoint's classes.")
     got["head/kernel"] = np.asarray(got["head/kernel"])[:, idx]
     got["head/bias"] = np.asarray(got["head/bias"])[idx]
+  return got
 
-  if _POSEMB in want and _POSEMB in got and _shape(want[_POSEMB]) != _shape(got[_POSEMB]):
-    w_shape, g_shape = _shape(want[_POSEMB]), _shape(got[_POSEMB])
-    if w_shape[-1] != g_shape[-1]:
-      raise ValueError(f"{_POSEMB}: model shape {w_shape} vs checkpoint shape {g_shape}: widths differ.")
-    got[_POSEMB] = resize_posemb(np.asarray(got[_POSEMB]), w_shape[1], num_prefix=1 if "cls" in want else 0,
-                                 grid=posemb_grid, method=posemb_method)
 
+def _check_fit(want: Mapping[str, Any], got: Mapping[str, Any]) -> None:
+  """Raises one ValueError naming every missing key, unexpected key and shape mismatch, with both shapes."""
   problems = []
   for k in sorted(set(want) - set(got)):
     problems.append(f"missing key {k!r}: model shape {_shape(want[k])}, checkpoint has none")
@@ -329,10 +343,3 @@ def restore_into(init_params: Mapping[str, Any], loaded_params: Mapping[str, Any
     hint = (" For another number of classes use head='new' or a class list." if any(
         "'head/" in p for p in problems) else "")
     raise ValueError("Checkpoint does not fit the model: " + "; ".join(problems) + "." + hint)
-  out = {}
-  for k, v in got.items():
-    if v is want[k]:  # a freshly initialised head: keep the array as it is.
-      out[k] = v
-    else:
-      out[k] = np.asarray(v).astype(want[k].dtype)
-  return unflatten(out)
