@@ -1,4 +1,4 @@
-r"""Fine-tune train-step throughput: the Flax ViT against the PyTorch reference (transformers' ViT), on CPU.
+r"""Fine-tune train-step throughput: the Flax ViT or ResNet against the PyTorch reference (transformers'), on CPU.
 
 Both frameworks run the same ViT (the Flax one starts from the converted PyTorch weights, and the first losses
 are checked to agree), the same batch, float32, and one step = forward + cross-entropy + backward + SGD-momentum
@@ -9,6 +9,8 @@ time per step are reported.
   python benchmarks/model_bench.py                      # ViT-Ti widths, depth 4, 224px, batch 32
   python benchmarks/model_bench.py --depth 12 --res 112 --batch 64
   python benchmarks/model_bench.py --model ViT-glyphs/8 --res 32 --batch 128 --classes 47   # the demo's model
+  python benchmarks/model_bench.py --model ResNet-50 --res 224 --batch 32   # the paper's ResNet-50 (BatchNorm in
+                                                                          # train mode, as fine-tuning runs it)
 
 With --host_devices N, XLA splits the CPU into N devices and the Flax step runs data-parallel over them (batch on
 P('data'), state replicated), as the project's train step does on a mesh; PyTorch keeps its intra-op threads.
@@ -61,26 +63,35 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from ftcal_jax.models import MODEL_CONFIGS, get_model  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ftcal_jax.models import RESNET_CONFIGS  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ftcal_jax.models import load  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ftcal_jax.models import resnet_weights  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ftcal_jax.models import weights  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ftcal_jax.train_step import make_mesh  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def flax_step_fn(model, tx, mesh=None):
-  """The pure fine-tune step: (state, images, labels) -> (state, loss), state = (params, opt_state).
+  """The pure fine-tune step: (state, images, labels) -> (state, loss), state = (params, batch_stats, opt_state).
 
-  With a mesh, the batch is sharded on P('data') and the state replicated, as in ftcal_jax.train_step.
+  batch_stats is {} for a ViT; a ResNet normalises with batch statistics and updates its running ones (train
+  mode). With a mesh, the batch is sharded on P('data') and the state replicated, as in ftcal_jax.train_step.
   """
 
   def step(state, images, labels):
-    params, opt_state = state
+    params, batch_stats, opt_state = state
 
     def loss_fn(p):
-      logits = model.apply({"params": p}, images, train=True)["logits"]
+      if not batch_stats:
+        return xent(model.apply({"params": p}, images, train=True)["logits"]), batch_stats
+      out, new = model.apply({"params": p, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"])
+      return xent(out["logits"]), new["batch_stats"]
+
+    def xent(logits):
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
+    return (optax.apply_updates(params, updates), new_stats, opt_state), loss
 
   if mesh is None:
     return jax.jit(step, donate_argnums=0)
@@ -99,6 +110,8 @@ def time_flax(step, state, images, labels, n):
 
 def torch_reference(cfg, depth, res, classes):
   import transformers  # pylint: disable=g-import-not-at-top
+  if cfg is None:  # ResNet-50: ResNetConfig's defaults
+    return transformers.ResNetForImageClassification(transformers.ResNetConfig(num_labels=classes)).train()
   config = transformers.ViTConfig(hidden_size=cfg["hidden_size"], num_hidden_layers=depth,
                                   num_attention_heads=cfg["num_heads"], intermediate_size=cfg["mlp_dim"],
                                   image_size=res, patch_size=cfg["patch_size"][0], num_labels=classes,
@@ -117,9 +130,26 @@ def time_torch(torch, model, opt, images, labels, n):
   return loss.item(), ((time.perf_counter() - t0) / n, (time.process_time() - c0) / n)
 
 
+def flax_model_from(args, ref, cfg):
+  """The Flax model of args.model with the PyTorch reference's weights: (model, params, batch_stats or {})."""
+  resnet = cfg is None
+  model = get_model(args.model, args.classes, **({} if resnet else {"num_layers": args.depth}))
+  init = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, args.res, args.res, 3)))
+  if resnet:
+    variables = load.restore_variables(init, resnet_weights.load_resnet_state_dict(ref.state_dict()))
+  else:
+    loaded = weights.load_torch_state_dict(ref.state_dict(), num_heads=cfg["num_heads"])
+    variables = {"params": weights.restore_into(init["params"], loaded)}
+  params, batch_stats = jax.tree.map(jnp.asarray, (variables["params"], variables.get("batch_stats", {})))
+  return model, params, batch_stats
+
+
 def run_cpu(args):
   import torch  # pylint: disable=g-import-not-at-top
-  cfg = MODEL_CONFIGS[args.model]
+  resnet = args.model in RESNET_CONFIGS
+  if resnet and args.model != "ResNet-50":
+    raise SystemExit("The ResNet comparison is for ResNet-50 (transformers' ResNetConfig defaults).")
+  cfg = None if resnet else MODEL_CONFIGS[args.model]
   rng = np.random.RandomState(0)
   images = rng.randn(args.batch, args.res, args.res, 3).astype(np.float32)
   labels = rng.randint(0, args.classes, size=args.batch)
@@ -130,11 +160,9 @@ def run_cpu(args):
   t_labels = torch.from_numpy(labels)
   t_opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
 
-  model = get_model(args.model, args.classes, num_layers=args.depth)
-  init = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, args.res, args.res, 3)))["params"]
-  params = weights.restore_into(init, weights.load_torch_state_dict(ref.state_dict(), num_heads=cfg["num_heads"]))
+  model, params, batch_stats = flax_model_from(args, ref, cfg)
   tx = optax.sgd(1e-3, momentum=0.9)
-  state = (jax.tree.map(jnp.asarray, params), tx.init(params))
+  state = (params, batch_stats, tx.init(params))
   j_images, j_labels = jnp.asarray(images), jnp.asarray(labels)
   mesh = None
   if args.host_devices > 1:
@@ -151,8 +179,9 @@ def run_cpu(args):
   j_loss = float(j_loss)
   compile_s = time.perf_counter() - t0
   t_loss, _ = time_torch(torch, ref, t_opt, t_images, t_labels, 1)
-  print(f"config: {args.model} widths, depth {args.depth}, {args.res}px, batch {args.batch}, "
-        f"{(args.res // cfg['patch_size'][0]) ** 2 + 1} tokens, float32, SGD momentum 0.9")
+  shape = "BatchNorm in train mode" if resnet else (f"depth {args.depth}, {(args.res // cfg['patch_size'][0])**2 + 1}"
+                                                    " tokens")
+  print(f"config: {args.model} widths, {shape}, {args.res}px, batch {args.batch}, float32, SGD momentum 0.9")
   print(f"threads: torch {torch.get_num_threads()}, cpu_count {os.cpu_count()}; jax {jax.__version__} "
         f"({jax.default_backend()}, {len(jax.devices())} device(s), Flax step "
         f"{'data-parallel' if mesh else 'on one device'}), torch {torch.__version__}; "
@@ -187,10 +216,11 @@ def run_cpu(args):
 def run_gpu(args):
   """Flax-only step time and MFU on the default backend (FLOPs from XLA's cost analysis)."""
   dtype = jnp.dtype(args.dtype)
-  model = get_model(args.model, args.classes, num_layers=args.depth, dtype=dtype)
-  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, args.res, args.res, 3)))["params"]
+  overrides = {} if args.model in RESNET_CONFIGS else {"num_layers": args.depth}
+  model = get_model(args.model, args.classes, dtype=dtype, **overrides)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, args.res, args.res, 3)))
   tx = optax.sgd(1e-3, momentum=0.9)
-  state = (params, tx.init(params))
+  state = (variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]))
   images = jax.random.normal(jax.random.key(1), (args.batch, args.res, args.res, 3))
   labels = jax.random.randint(jax.random.key(2), (args.batch,), 0, args.classes)
   step = flax_step_fn(model, tx)

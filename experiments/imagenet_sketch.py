@@ -8,8 +8,8 @@ Data: `tfds build imagenet_sketch --data_dir=$DATA` once on a machine with netwo
 Google Drive; if that fails, put ImageNet-Sketch.zip in $DATA/downloads/manual); on a pod use a shared data_dir
 (gs://BUCKET/tfds). The job itself never downloads.
 
-Checkpoint: an ImageNet-1k ViT-B/32 in vit_jax format, copied to checkpoints/ViT-B_32_imagenet1k.npz (see
-imagenet_r.py).
+Backbone: the paper's ImageNet-1k ResNet-50 with its 1000-class head, checkpoints/resnet50-0676ba61.pth (see
+imagenet_r.py); ',vit' for the alternative ImageNet-1k ViT-B/32, checkpoints/ViT-B_32_imagenet1k.npz.
 
 Run:
 
@@ -26,8 +26,8 @@ from ftcal_jax import recipes as pr
 
 
 def get_config(arg=None):
-  """Arg: '[runlocal]'."""
-  args = pr.parse_arg(arg, runlocal=False)
+  """Arg: '[vit][,runlocal]'."""
+  args = pr.parse_arg(arg, vit=False, runlocal=False)
   config = pr.recipe(
       # head_classes: Sketch covers all 1000 head classes, so 'mask' and 'keep' agree.
       dataset=dict(name="imagenet_sketch", head_classes="mask"),
@@ -35,6 +35,7 @@ def get_config(arg=None):
       num_absent=500,
       weight_decay=1e-4,
       num_epochs=50,
-      init_checkpoint="checkpoints/ViT-B_32_imagenet1k.npz",
+      model="ViT-B/32" if args["vit"] else "ResNet-50",
+      init_checkpoint="checkpoints/ViT-B_32_imagenet1k.npz" if args["vit"] else "checkpoints/resnet50-0676ba61.pth",
       init_head="keep")
   return pr.finish(config, args["runlocal"])

@@ -109,9 +109,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.class_split.seed = config.get_ref("seed")  # Follows config.seed.
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "ViT-B/32"  # models.MODEL_CONFIGS key; the paper's ViT is ViT-B/32.
+  config.model.name = "ViT-B/32"  # models.list_models() name: ViT-*, ResNet-18/34/50/101, CLIP-ViT-B/32, B/16, L/14.
   config.model.dtype = "bfloat16"  # Compute dtype on TPU/GPU ('float32' on CPU); the head and losses stay float32.
-  config.init_checkpoint = ""  # The pre-trained model (vit_jax .npz; bare names are looked up in assets/); "" = random.
+  # The input normalisation the checkpoint expects: per-channel mean and std of [0, 1] images (one value for all
+  # channels, or one per channel). (0.5,)/(0.5,) is the pipeline's [-1, 1] as it is (vit_jax's); ImageNet's for
+  # torchvision ResNets, CLIP's for CLIP (recipes.INPUT_NORMALISATION).
+  config.model.input_mean = (0.5,)
+  config.model.input_std = (0.5,)
+  config.model.text_embeddings = ""  # CLIP: a (C, E) .npy of class text embeddings: the zero-shot head ("" = none).
+  # The pre-trained model: a vit_jax or ftcal_jax .npz, a torchvision/timm/transformers ResNet or an OpenAI/open_clip/
+  # transformers CLIP state dict (models.load_pretrained); bare names are looked up in assets/; "" = random init.
+  config.init_checkpoint = ""
   config.init_head = "keep"  # 'keep' the checkpoint's head (it must cover the dataset's classes), or 'new'.
 
   # Trained in this order; each checkpoints to workdir/<method>. 'finetune' is required by the report.

@@ -80,8 +80,9 @@ class Predictions:
 
 
 @functools.lru_cache(maxsize=8)
-def make_predict_fn(model: Any) -> Callable[[Any, jax.Array], Tuple[jax.Array, jax.Array]]:
-  """Returns a jitted `(params, images) -> (logits, pre_logits)` for a Flax ViT.
+def make_predict_fn(model: Any,
+                    input_affine: input_pipeline.InputAffine = None) -> Callable[..., Tuple[jax.Array, jax.Array]]:
+  """Returns a jitted `(params, images, batch_stats=None) -> (logits, pre_logits)` for a Flax model.
 
   The function carries no shardings of its own: called with images sharded on P('data') and replicated params
   (as `predict` places them), XLA runs it data-parallel and the outputs stay sharded on P('data'). Cached per
@@ -89,14 +90,17 @@ def make_predict_fn(model: Any) -> Callable[[Any, jax.Array], Tuple[jax.Array, j
 
   Args:
     model: a Flax module whose `apply(..., train=False)` returns {'logits', 'pre_logits', ...}.
+    input_affine: the checkpoint's input normalisation of the [-1, 1] images (input_pipeline.model_input_affine).
 
   Returns:
-    fn(params, images (B, H, W, ch)) -> (logits (B, C) f32, pre_logits (B, D) f32).
+    fn(params, images (B, H, W, ch), batch_stats) -> (logits (B, C) f32, pre_logits (B, D) f32); batch_stats are
+    the BatchNorm running statistics of a model that has them (eval mode uses them), else None.
   """
 
   @jax.jit
-  def predict_fn(params, images):
-    out = model.apply({"params": params}, images, train=False)
+  def predict_fn(params, images, batch_stats=None):
+    variables = {"params": params} if batch_stats is None else {"params": params, "batch_stats": batch_stats}
+    out = model.apply(variables, input_pipeline.apply_input_affine(images, input_affine), train=False)
     return out["logits"], out["pre_logits"]
 
   return predict_fn
@@ -116,16 +120,19 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(x)
 
 
-def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh) -> Predictions:
+def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh, *,
+            batch_stats: Any = None, input_affine: input_pipeline.InputAffine = None) -> Predictions:
   """Runs `model` over host-local eval batches and returns the concatenated, unpadded predictions.
 
   Args:
-    model: Flax ViT (see `make_predict_fn`).
+    model: Flax model (see `make_predict_fn`).
     params: the model's params pytree (placed replicated over `mesh` here).
     batches: iterable of host-local dicts {'image': (B, H, W, ch), 'label': (B,), 'mask': (B,) bool}. 'mask'
       marks real rows (padding is False); without it every row counts. B may vary and need not divide the device
       count: rows are zero-padded to a multiple of the local devices on the 'data' axis and then dropped.
     mesh: a Mesh with a 'data' axis.
+    batch_stats: the BatchNorm running statistics of a model that has them (a ResNet), else None.
+    input_affine: the checkpoint's input normalisation of the [-1, 1] images (input_pipeline.model_input_affine).
 
   Returns:
     Predictions with logits (N, C), features (N, D), labels (N,), N = number of real rows, in input order.
@@ -135,8 +142,8 @@ def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]]
   replicated = NamedSharding(mesh, P())
   # Each host feeds its own devices: local rows must split evenly over the local share of the 'data' axis.
   local_shards = max(1, mesh.shape["data"] // jax.process_count())
-  params = jax.device_put(params, replicated)
-  predict_fn = make_predict_fn(model)
+  params, batch_stats = jax.device_put((params, batch_stats), replicated)
+  predict_fn = make_predict_fn(model, input_affine)
 
   logits, features, labels = [], [], []
   for batch in batches:
@@ -150,7 +157,7 @@ def predict(model: Any, params: Any, batches: Iterable[Mapping[str, np.ndarray]]
         "label": _pad_rows(np.asarray(batch["label"], np.int32), local_shards), "mask": _pad_rows(mask, local_shards)
     }
     glob = input_pipeline.shard_batch(host, mesh)
-    out_logits, out_features = predict_fn(params, glob["image"])
+    out_logits, out_features = predict_fn(params, glob["image"], batch_stats)
     keep = _to_host(glob["mask"])
     logits.append(_to_host(out_logits)[keep])
     features.append(_to_host(out_features)[keep])

@@ -71,6 +71,33 @@ def normalize(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 
+InputAffine = Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]
+
+
+def model_input_affine(mean: Sequence[float], std: Sequence[float]) -> InputAffine:
+  """(scale, shift) that take the pipeline's [-1, 1] images to (x01 - mean) / std, the checkpoint's normalisation.
+
+  Args:
+    mean, std: per-channel statistics of [0, 1] images (one value, or one per channel), e.g. ImageNet's.
+
+  Returns:
+    None when that is the identity (mean = std = 0.5: the [-1, 1] images as they are), else a hashable
+    ((scale,) * C, (shift,) * C) for `apply_input_affine`: x01 = (x + 1) / 2, so the map is
+    x * 0.5 / std + (0.5 - mean) / std.
+  """
+  mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+  if np.all(mean == 0.5) and np.all(std == 0.5):
+    return None
+  return tuple((0.5 / std).tolist()), tuple(((0.5 - mean) / std).tolist())
+
+
+def apply_input_affine(images, affine: InputAffine):
+  """images (..., C) * scale + shift on device (fused into the model's first layer by XLA); None is the identity."""
+  if affine is None:
+    return images
+  return images * np.asarray(affine[0], np.float32) + np.asarray(affine[1], np.float32)
+
+
 def _crop_windows(rng: np.random.Generator, b: int, h: int, w: int, scale: Sequence[float],
                   ratio: Sequence[float]) -> Tuple[np.ndarray, ...]:
   """Random-resized-crop windows (top, left, height, width) in pixels, each (b,).

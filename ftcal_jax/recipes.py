@@ -21,6 +21,18 @@ import ml_collections
 
 from ftcal_jax import base_config
 
+# (mean, std) of [0, 1] images that each backbone family's checkpoints were trained with.
+INPUT_NORMALISATION = {
+    "ViT": ((0.5,), (0.5,)),  # vit_jax: [-1, 1]
+    "ResNet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's ImageNet statistics
+    "CLIP": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # OpenAI CLIP's
+}
+
+
+def family(model_name: str) -> str:
+  """'ViT', 'ResNet' or 'CLIP': the registry name's prefix ('ResNet-50' -> 'ResNet')."""
+  return model_name.split("-")[0]
+
 
 def load_file(path: str):
   """Imports a config (or script) file by path, once; config files are run by `config_flags`, not a package."""
@@ -103,7 +115,7 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
     init_checkpoint: the pre-trained vit_jax .npz.
     init_head: 'keep' its head (it must cover the dataset's classes) or 'new'.
     methods: the trained methods, in order; 'finetune' first.
-    model: models.MODEL_CONFIGS key.
+    model: a models.list_models() name; its family sets the input normalisation (INPUT_NORMALISATION).
     seed: seeds the class split, init, batch order and PCV.
   """
   config = base_config.get_config()  # The paper's recipe; below, what the benchmark sets.
@@ -116,6 +128,7 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
   if num_absent is not None:
     config.class_split.num_absent = int(num_absent)
   config.model.name = model
+  config.model.input_mean, config.model.input_std = INPUT_NORMALISATION[family(model)]
   config.init_checkpoint = init_checkpoint  # The pre-trained model; see the config's docstring.
   config.init_head = init_head
   config.methods = tuple(methods)
@@ -136,9 +149,11 @@ def source_stage(config: ml_collections.ConfigDict, *, init_checkpoint: str, out
 def finish(config: ml_collections.ConfigDict, runlocal: bool) -> ml_collections.ConfigDict:
   """Applies the CPU smoke-run shrink when `runlocal`, then locks the config."""
   if runlocal:
-    config.model.name = "ViT-testing"  # A few thousand parameters; compiles in seconds.
+    # The family's few-thousand-parameter model (ViT-testing, ResNet-testing, CLIP-testing); compiles in seconds.
+    config.model.name = family(config.model.name) + "-testing"
     config.model.dtype = "float32"  # CPUs have no fast bfloat16.
     config.init_checkpoint = ""  # Random init: the smoke run checks mechanics, not findings.
+    config.model.text_embeddings = ""  # No zero-shot head either: the random head covers every class.
     config.dataset.image_size = 16  # 2x2 patches of 8.
     config.dataset.shuffle_buffer = 64
     config.num_epochs = 0.0

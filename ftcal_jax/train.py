@@ -38,6 +38,7 @@ from ftcal_jax import config_validation
 from ftcal_jax import evaluation
 from ftcal_jax import export
 from ftcal_jax import head_geometry
+from ftcal_jax import input_pipeline
 from ftcal_jax import integrity
 from ftcal_jax import methods
 from ftcal_jax import pcv
@@ -76,9 +77,11 @@ def _fingerprint_config(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   return d
 
 
-def _predict(ctx: trainer.JobContext, params, split: str, classes: Optional[Sequence[int]] = None):
+def _predict(ctx: trainer.JobContext, variables, split: str, classes: Optional[Sequence[int]] = None):
+  """The model with `variables` ({'params'}, and {'batch_stats'} with BatchNorm) over one split (eval mode)."""
   batches = ctx.dataset.eval_batches(split, global_batch=ctx.config.eval_batch_size, classes=classes)
-  return evaluation.predict(ctx.model, params, batches, ctx.mesh)
+  return evaluation.predict(ctx.model, variables["params"], batches, ctx.mesh, batch_stats=variables.get("batch_stats"),
+                            input_affine=ctx.input_affine)
 
 
 def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, train_split: str,
@@ -96,8 +99,9 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
   })
 
   def train_and_predict():
-    params, history = trainer.train_model(ctx, run_name, method_name, train_split=train_split, classes=classes,
-                                          seed=seed, num_steps=num_steps)
+    variables, history = trainer.train_model(ctx, run_name, method_name, train_split=train_split, classes=classes,
+                                             seed=seed, num_steps=num_steps)
+    params = variables["params"]
     if params_path and _is_main():
       weights.save_npz(jax.device_get(params), params_path)
     if ctx.config.analyses.head_update_cosine and ctx.split is not None:
@@ -105,7 +109,7 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
           **history, **head_geometry.run_record(params["head"]["kernel"], ctx.init_params["head"]["kernel"], ctx.split)
       }
     with ctx.progress.stage(f"Evaluating {run_name} on {', '.join(passes)}"):
-      return {kind: _predict(ctx, params, split, cls) for kind, (split, cls) in passes.items()}, history
+      return {kind: _predict(ctx, variables, split, cls) for kind, (split, cls) in passes.items()}, history
 
   cache = os.path.join(ctx.workdir, run_name, "predictions.npz")
   preds, history, cached = evaluation.cached_predictions(cache, fp, train_and_predict)
@@ -145,9 +149,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, start_time: Optional
   model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype))
   writer = metric_writers.create_default_writer(workdir, just_logging=not _is_main())
   writer.write_hparams({k: v for k, v in _flat_config(config).items()})
-  init_params = pretrained.init_params(config, model, image_shape, progress)
-  return trainer.JobContext(config, workdir, mesh, dataset, None, model, init_params, None, writer, progress,
-                            _fingerprint_config(config))
+  init = pretrained.init_variables(config, model, image_shape, progress)
+  affine = input_pipeline.model_input_affine(config.model.input_mean, config.model.input_std)
+  return trainer.JobContext(config, workdir, mesh, dataset, None, model, init["params"], None, writer, progress,
+                            _fingerprint_config(config), init_batch_stats=init.get("batch_stats"), input_affine=affine)
 
 
 def _evaluate_pretrained(ctx: trainer.JobContext) -> Dict[str, evaluation.Predictions]:
@@ -160,7 +165,7 @@ def _evaluate_pretrained(ctx: trainer.JobContext) -> Dict[str, evaluation.Predic
 
   def predict_all():
     with ctx.progress.stage("Evaluating the pre-trained model"):
-      return {k: _predict(ctx, ctx.init_params, s, c) for k, (s, c) in passes.items()}, None
+      return {k: _predict(ctx, ctx.init_variables, s, c) for k, (s, c) in passes.items()}, None
 
   return evaluation.cached_predictions(os.path.join(ctx.workdir, "pretrained", "predictions.npz"), fp, predict_all)[0]
 
@@ -280,6 +285,9 @@ def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optio
   if gamma is None:
     ctx.progress(f"No calibrated model written: no {rule} γ for FT (PCV: no pseudo-split met its τ).")
     return None
+  if ctx.init_batch_stats is not None:  # params.npz holds no BatchNorm statistics: the export would be wrong.
+    ctx.progress("No calibrated model written: exporting a model with BatchNorm statistics is not supported yet.")
+    return None
   src = _finetune_params_path(ctx)
   if not os.path.exists(src):  # A workdir whose FT run predates params.npz: re-evaluating FT writes it.
     ctx.progress(f"No calibrated model written: {src} is missing; delete {os.path.dirname(src)}/predictions.npz "
@@ -298,18 +306,21 @@ def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optio
 
 
 def _pretrain(ctx: trainer.JobContext) -> Dict[str, Any]:
-  """Pre-training on the source split over all classes; writes the vit_jax npz the demo ships."""
+  """Pre-training on the source split over all classes; writes the npz the target stage loads (the demo ships one).
+
+  A ViT's npz holds its params in vit_jax naming; a ResNet's holds 'params/...' and 'batch_stats/...'.
+  """
   config = ctx.config
   # A rerun of a finished job restores the final checkpoint and trains zero steps.
-  params, history = trainer.train_model(ctx, "pretrain", "pretrain", train_split=config.dataset.source_split,
-                                        classes=None, seed=config.seed)
+  variables, history = trainer.train_model(ctx, "pretrain", "pretrain", train_split=config.dataset.source_split,
+                                           classes=None, seed=config.seed)
   out_path = os.path.join(ctx.workdir, config.pretrain_output)
   if _is_main():
-    weights.save_npz(jax.device_get(params), out_path)
+    weights.save_npz(jax.device_get(variables if "batch_stats" in variables else variables["params"]), out_path)
     ctx.progress(f"Wrote {out_path} ({os.path.getsize(out_path) / 1e6:.2f} MB)")
   result = {}
   for split in (config.dataset.source_test_split, ctx.dataset.test_split):
-    p = _predict(ctx, params, split)
+    p = _predict(ctx, variables, split)
     result[split] = float(100 * np.mean(np.argmax(p.logits, -1) == p.labels))
     ctx.progress(f"Pre-trained accuracy on {split}: {result[split]:.2f}%")
   ctx.summary["pretrain"]["accuracy"] = result

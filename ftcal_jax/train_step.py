@@ -5,6 +5,11 @@ optimiser state, the frozen reference params of LDIFS/Holistic Transfer) is repl
 so XLA updates it in place. The gradient all-reduce is implied by the shardings; there is no per-device code.
 The same function runs on one CPU, on 8 fake CPU devices, and on every host of a pod after
 `jax.distributed.initialize()` (the mesh then spans all processes' devices).
+
+Models with BatchNorm (the ResNets) carry `batch_stats` in the state. Fine-tuning runs BatchNorm in train mode and
+updates the running statistics, as the paper's PyTorch code does (`model.train()`); with the batch sharded over the
+mesh, the batch statistics are those of the global batch, not of each device's shard. A linear probe (only the head
+trains) keeps the backbone as it is: BatchNorm then uses the pre-trained running statistics and leaves them alone.
 """
 
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -17,6 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ftcal_jax import holistic_transfer
+from ftcal_jax import input_pipeline
 from ftcal_jax import ldifs
 from ftcal_jax import optimizers
 from ftcal_jax.methods import Method
@@ -39,12 +45,18 @@ class TrainState:
     total_steps: () int32, the run's length, which the learning-rate schedule needs. Kept as data, not as a
       constant of the compiled step, so that runs of any length (FT, Oracle, PCV's pseudo runs) share one
       compilation.
+    batch_stats: the BatchNorm running statistics of models that have them (the ResNets), else None. Checkpoint
+      them with the params.
+    ref_batch_stats: the frozen pre-trained statistics of the reference model, else None (rebuilt like
+      ref_params).
   """
   step: jnp.ndarray
   params: PyTree
   opt_state: PyTree
   ref_params: Optional[PyTree] = None
   total_steps: jnp.ndarray = 1
+  batch_stats: Optional[PyTree] = None
+  ref_batch_stats: Optional[PyTree] = None
 
 
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -63,14 +75,17 @@ def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
 
 
 def create_train_state(params: PyTree, tx: optax.GradientTransformation, mesh: Mesh, total_steps: int,
-                       ref_params: Optional[PyTree] = None) -> TrainState:
+                       ref_params: Optional[PyTree] = None, *, batch_stats: Optional[PyTree] = None,
+                       ref_batch_stats: Optional[PyTree] = None) -> TrainState:
   """Initialises the optimiser and places the whole state, replicated, on `mesh`.
 
   The state owns fresh buffers (never aliases of `params`), so donating it to the step leaves the caller's
-  `params` and `ref_params` intact.
+  `params`, `ref_params` and statistics intact. `batch_stats` are the model's BatchNorm statistics, if it has any;
+  `ref_batch_stats` the reference model's (pass them with ref_params).
   """
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ref_params=ref_params,
-                     total_steps=jnp.asarray(total_steps, jnp.int32))
+                     total_steps=jnp.asarray(total_steps, jnp.int32), batch_stats=batch_stats or None,
+                     ref_batch_stats=ref_batch_stats or None)
   # device_put may reuse the caller's buffer as one shard (even with may_alias=False); a jitted copy cannot.
   copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=NamedSharding(mesh, P()))
   return copy(state)
@@ -86,13 +101,48 @@ def _reference_regulariser(loss: str, out, logits, ref, taps, absent_mask, ldifs
   raise ValueError(f"Method loss {loss!r} needs a reference model but has no regulariser.")
 
 
+def _make_loss_fn(model, method: Method, taps, bias, absent_mask, ldifs_config, ht_config, input_affine):
+  """loss_fn(params, batch_stats, ref_params, ref_batch_stats, batch, rng) -> (loss, (metrics, new batch_stats))."""
+  update_stats = method.trainable != "head"  # a linear probe keeps the pre-trained backbone, statistics included
+
+  def forward(params, batch_stats, images, rng):
+    """The train-mode outputs and the new batch statistics (None for models without BatchNorm)."""
+    if batch_stats is None:
+      return model.apply({"params": params}, images, train=True, feature_blocks=taps, rngs={"dropout": rng}), None
+    variables = {"params": params, "batch_stats": batch_stats}
+    if not update_stats:
+      return model.apply(variables, images, train=False, feature_blocks=taps), batch_stats
+    out, new = model.apply(variables, images, train=True, feature_blocks=taps, rngs={"dropout": rng},
+                           mutable=["batch_stats"])
+    return out, new["batch_stats"]
+
+  def loss_fn(params, batch_stats, ref_params, ref_batch_stats, batch, rng):
+    images, labels = input_pipeline.apply_input_affine(batch["image"], input_affine), batch["label"]
+    # Frozen parameters get no gradient at all, so XLA never builds their backward pass (a linear probe does
+    # not backpropagate through the backbone). The optimiser zeroes their updates as well.
+    frozen = optimizers.param_labels(params, method.trainable)
+    params = jax.tree.map(lambda l, p: jax.lax.stop_gradient(p) if l == "frozen" else p, frozen, params)
+    out, new_stats = forward(params, batch_stats, images, rng)
+    logits = out["logits"] if bias is None else out["logits"] + bias
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    reg = jnp.zeros((), jnp.float32)
+    if method.needs_reference:
+      ref_vars = {"params": ref_params, **({} if ref_batch_stats is None else {"batch_stats": ref_batch_stats})}
+      ref = jax.lax.stop_gradient(model.apply(ref_vars, images, train=False, feature_blocks=taps))
+      reg = _reference_regulariser(method.loss, out, logits, ref, taps, absent_mask, ldifs_config, ht_config)
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return ce + reg, ({"ce": ce, "reg": reg, "accuracy": acc}, new_stats)
+
+  return loss_fn
+
+
 def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
                     absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
-                    ldifs_config=None, ht_config=None):
+                    ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None):
   """Builds the jitted train step.
 
   Args:
-    model: the Flax ViT (`models.get_model`).
+    model: a Flax model of `models.get_model` (ViT, ResNet, CLIP image tower).
     method: the training method (its loss and whether it needs `state.ref_params`).
     tx: the optimiser (optimizers.make_optimizer), already holding the trainable-parameter labels.
     opt_config: the optimiser config; its learning-rate schedule (optimizers.learning_rate) scales tx's updates.
@@ -102,44 +152,33 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
       (the 'mask' head-class policy). None keeps every head class.
     ldifs_config: ConfigDict with alpha, taps (empty = ldifs.default_taps), normalisation.
     ht_config: ConfigDict with distill_weight, temperature.
+    input_affine: the checkpoint's input normalisation (input_pipeline.model_input_affine), applied to the batch's
+      [-1, 1] images before the model; None feeds them as they are.
 
   Returns:
     step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
     P('data'); rng a PRNG key (folded with the step inside); metrics {'loss', 'ce', 'reg', 'accuracy',
-    'grad_norm', 'lr'} as () float32 arrays, replicated. `state` is donated.
+    'grad_norm', 'lr'} as () float32 arrays, replicated. `state` is donated; its batch_stats, if any, come back
+    updated from this batch (unless only the head trains).
   """
+  if method.loss == "holistic_transfer" and absent_mask is None:
+    raise ValueError("Holistic Transfer needs absent_mask (the classes to distil).")
   taps: Tuple[int, ...] = ()
   if method.loss == "ldifs":
     taps = tuple(ldifs_config.taps) or ldifs.default_taps(model.num_layers)
-  if method.loss == "holistic_transfer" and absent_mask is None:
-    raise ValueError("Holistic Transfer needs absent_mask (the classes to distil).")
   bias = None if logit_mask is None else jnp.where(jnp.asarray(logit_mask, bool), 0.0, -1e9)
-
-  def loss_fn(params, ref_params, batch, rng):
-    images, labels = batch["image"], batch["label"]
-    # Frozen parameters get no gradient at all, so XLA never builds their backward pass (a linear probe does
-    # not backpropagate through the backbone). The optimiser zeroes their updates as well.
-    frozen = optimizers.param_labels(params, method.trainable)
-    params = jax.tree.map(lambda l, p: jax.lax.stop_gradient(p) if l == "frozen" else p, frozen, params)
-    out = model.apply({"params": params}, images, train=True, feature_blocks=taps, rngs={"dropout": rng})
-    logits = out["logits"] if bias is None else out["logits"] + bias
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    reg = jnp.zeros((), jnp.float32)
-    if method.needs_reference:
-      ref = jax.lax.stop_gradient(model.apply({"params": ref_params}, images, train=False, feature_blocks=taps))
-      reg = _reference_regulariser(method.loss, out, logits, ref, taps, absent_mask, ldifs_config, ht_config)
-    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return ce + reg, {"ce": ce, "reg": reg, "accuracy": acc}
+  loss_fn = _make_loss_fn(model, method, taps, bias, absent_mask, ldifs_config, ht_config, input_affine)
 
   def step(state: TrainState, batch: Dict[str, jnp.ndarray], rng) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     rng = jax.random.fold_in(rng, state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, state.ref_params, batch, rng)
+    (loss, (aux, batch_stats)), grads = grad_fn(state.params, state.batch_stats, state.ref_params,
+                                                state.ref_batch_stats, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     lr = optimizers.learning_rate(opt_config, state.step, state.total_steps)
     params = optax.apply_updates(state.params, optimizers.scale_updates(updates, lr))
     metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "lr": lr}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats), metrics
 
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P(DATA_AXIS))

@@ -50,6 +50,26 @@ class JobContext:
   summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
   # (trainable, loss, optimiser) -> (optimiser, jitted step): FT, Oracle and PCV's runs share one compilation.
   step_fns: Dict[Tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
+  init_batch_stats: Any = None  # BatchNorm running statistics of the starting model (ResNets), else None.
+  input_affine: Any = None  # The checkpoint's input normalisation (input_pipeline.model_input_affine).
+
+  @property
+  def init_variables(self) -> Dict[str, Any]:
+    """The starting model's variables: {'params'} and, with BatchNorm, {'batch_stats'}."""
+    return variables_of(self.init_params, self.init_batch_stats)
+
+
+def variables_of(params, batch_stats) -> Dict[str, Any]:
+  """{'params': params} plus {'batch_stats': batch_stats} when the model has any."""
+  return {"params": params} if batch_stats is None else {"params": params, "batch_stats": batch_stats}
+
+
+def _checkpointed(state) -> Dict[str, Any]:
+  """What a checkpoint holds: step, params, optimiser state and, with BatchNorm, the running statistics."""
+  items = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+  if state.batch_stats is not None:
+    items["batch_stats"] = state.batch_stats
+  return items
 
 
 @dataclasses.dataclass
@@ -83,7 +103,7 @@ def _make_step(ctx: JobContext, method: methods.Method, opt_cfg) -> Tuple[Any, A
     step_fn = train_step_lib.make_train_step(ctx.model, method, tx, opt_cfg, ctx.mesh,
                                              absent_mask=ctx.split.absent_mask if method.needs_reference else None,
                                              logit_mask=ctx.class_mask, ldifs_config=ctx.config.ldifs,
-                                             ht_config=ctx.config.holistic_transfer)
+                                             ht_config=ctx.config.holistic_transfer, input_affine=ctx.input_affine)
     ctx.step_fns[key] = (tx, step_fn)
   return ctx.step_fns[key]
 
@@ -107,7 +127,7 @@ def _open_run(ctx: JobContext, name: str, method_name: str, train_split: str, cl
 
 def _restore(ctx: JobContext, run: _Run, state) -> Tuple[Any, int]:
   """(state, step) of the run's latest checkpoint, its history cut at that step; (state, 0) when there is none."""
-  restored = run.ckpt.restore_latest({"step": state.step, "params": state.params, "opt_state": state.opt_state})
+  restored = run.ckpt.restore_latest(_checkpointed(state))
   if restored is None:
     return state, 0
   start = int(restored["step"])
@@ -158,8 +178,7 @@ def _loop(ctx: JobContext, run: _Run, state, step_fn, batches, rng, start: int) 
       if save_due:
         if _is_main():
           run.history.save(run.history_path)
-        run.ckpt.maybe_save(step, {"step": state.step, "params": state.params, "opt_state": state.opt_state},
-                            force=step == run.steps)
+        run.ckpt.maybe_save(step, _checkpointed(state), force=step == run.steps)
   return state, t_start
 
 
@@ -177,7 +196,8 @@ def train_model(ctx: JobContext, run_name: str, method_name: str, *, train_split
     num_steps: training length; default from config.num_steps / num_epochs and the examples.
 
   Returns:
-    (params, history): the trained parameters (replicated on ctx.mesh) and the training-dynamics history
+    (variables, history): the trained {'params'} (and, with BatchNorm, the updated {'batch_stats'}), replicated on
+    ctx.mesh, and the training-dynamics history
     {'step', 'loss', 'head_norm_seen', 'head_norm_absent', 'absent_update_cos'} as lists.
 
   Raises:
@@ -192,8 +212,11 @@ def train_model(ctx: JobContext, run_name: str, method_name: str, *, train_split
   steps = num_steps or default_num_steps(config, num_examples)
   opt_cfg = config.ldifs.optimizer if method.loss == "ldifs" else config.optimizer
   tx, step_fn = _make_step(ctx, method, opt_cfg)
+  ref = method.needs_reference
   state = train_step_lib.create_train_state(ctx.init_params, tx, ctx.mesh, steps,
-                                            ref_params=ctx.init_params if method.needs_reference else None)
+                                            ref_params=ctx.init_params if ref else None,
+                                            batch_stats=ctx.init_batch_stats,
+                                            ref_batch_stats=ctx.init_batch_stats if ref else None)
   run = _open_run(ctx, run_name, method_name, train_split, classes, seed, steps)
   state, start = _restore(ctx, run, state)
   if start == 0:
@@ -212,4 +235,4 @@ def train_model(ctx: JobContext, run_name: str, method_name: str, *, train_split
       "final_loss": history["loss"][-1] if history["loss"] else None, "train_seconds": time.time() - t_start,
       "resumed_from": start
   }
-  return state.params, history
+  return variables_of(state.params, state.batch_stats), history

@@ -53,11 +53,12 @@ _ALL_CONFIGS = {
         ("imagenet_r", "imagenet_r,runlocal") + tuple(p + ",runlocal" for p in _PAIRS) + _PAIRS,
     "experiments/ablation_num_classes.py": (None, "runlocal", "num_seen=20", "num_seen=150,runlocal"),
     "experiments/ablation_optimizer.py": ("sgd", "adam", "sgd,runlocal", "adam,runlocal"),
-    "experiments/imagenet_r.py": (None, "keep", "runlocal", "keep,runlocal"),
-    "experiments/imagenet_sketch.py": (None, "runlocal"),
-    "experiments/office_home.py": tuple(p + s for p in _PAIRS for s in ("", ",source", ",runlocal", ",source,runlocal")
-                                       ),
-    "experiments/vtab.py": tuple(t + s for t in ("caltech101", "dtd", "oxford_flowers102") for s in ("", ",runlocal")),
+    "experiments/imagenet_r.py": (None, "keep", "runlocal", "keep,runlocal", "vit", "vit,runlocal"),
+    "experiments/imagenet_sketch.py": (None, "runlocal", "vit", "vit,runlocal"),
+    "experiments/office_home.py": tuple(p + s for p in _PAIRS for s in ("", ",source", ",runlocal", ",source,runlocal"))
+                                  + ("Ar-Cl,vit", "Ar-Cl,source,vit", "Ar-Cl,vit,runlocal"),
+    "experiments/vtab.py": tuple(t + s for t in ("caltech101", "dtd", "oxford_flowers102") for s in ("", ",runlocal")) +
+                           ("dtd,vit", "dtd,vit,runlocal"),
 }
 
 
@@ -89,3 +90,21 @@ def test_recipe_refuses_a_dataset_field_outside_the_schema():
   with pytest.raises(ValueError, match="no field 'colour'.*base_config"):
     recipes.recipe(dataset=dict(name="dtd", colour="red"), num_seen=0.5, weight_decay=5e-4, num_epochs=1,
                    init_checkpoint="", init_head="keep")
+
+
+@pytest.mark.parametrize("path, arg, model, head_file", [
+    ("experiments/office_home.py", "Ar-Cl,source", "ResNet-50", "resnet50-0676ba61.pth"),
+    ("experiments/office_home.py", "Ar-Cl", "ResNet-50", "office_home_Art_resnet50.npz"),
+    ("experiments/office_home.py", "Ar-Cl,vit", "ViT-B/32", "office_home_Art_vit_b32.npz"),
+    ("experiments/imagenet_r.py", None, "ResNet-50", "resnet50-0676ba61.pth"),
+    ("experiments/imagenet_sketch.py", "vit", "ViT-B/32", "ViT-B_32_imagenet1k.npz"),
+    ("experiments/vtab.py", "dtd", "CLIP-ViT-B/32", "model.safetensors"),
+])
+def test_the_papers_backbones_and_their_input_normalisation(path, arg, model, head_file):
+  config = recipes.load_file(os.path.join(REPO, path)).get_config(arg)
+  assert config.model.name == model and os.path.basename(config.init_checkpoint) == head_file
+  mean, std = recipes.INPUT_NORMALISATION[recipes.family(model)]
+  assert tuple(config.model.input_mean) == mean and tuple(config.model.input_std) == std
+  assert (config.model.text_embeddings == "checkpoints/vtab_dtd_clip_b32_text.npy") == (model == "CLIP-ViT-B/32")
+  local = recipes.load_file(os.path.join(REPO, path)).get_config(",".join(filter(None, [arg, "runlocal"])))
+  assert local.model.name == recipes.family(model) + "-testing" and not local.model.text_embeddings

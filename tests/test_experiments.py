@@ -96,6 +96,7 @@ _IMAGENET_R_LABELS = "imagenet_r"  # Every one of its 200 classes, 5 images each
         # 40 of the 1000 classes, 12 images each: the carve keeps 10 for test and 2 for training.
         ("imagenet_sketch", "runlocal", np.repeat(np.random.default_rng(0).choice(1000, 40, replace=False), 12)),
         ("imagenet_r", "keep,runlocal", _IMAGENET_R_LABELS),
+        ("imagenet_r", "vit,runlocal", _IMAGENET_R_LABELS),  # the ViT alternative to the paper's ResNet-50
         ("ablation_optimizer", "adam,runlocal", _IMAGENET_R_LABELS),
         ("ablation_num_classes", "num_seen=20,runlocal", _IMAGENET_R_LABELS),
         ("ablation_methods", "imagenet_r,runlocal", _IMAGENET_R_LABELS),
@@ -116,6 +117,29 @@ def test_tfds_experiment_smoke_run(tmp_path, monkeypatch, name, arg, labels):
     assert len(split["seen"]) == 20 and len(split["absent"]) == 180
   if name == "ablation_optimizer":
     assert report["config"]["optimizer"]["name"] == "adamw"
+
+
+@pytest.mark.slow
+def test_vtab_clip_zero_shot_head_through_the_job(tmp_path):
+  """VTAB's CLIP start: a (tiny, random) transformers CLIP checkpoint and a (C, E) text-embedding file give the
+  pre-trained model the zero-shot head, whose logits are logit_scale * cos(image, class text)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  torch.manual_seed(0)
+  vision = transformers.CLIPVisionModelWithProjection(
+      transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                    image_size=32, patch_size=8, projection_dim=16))
+  torch.save(vision.state_dict(), tmp_path / "clip.bin")
+  emb = np.random.default_rng(0).normal(size=(47, 16)).astype(np.float32)
+  np.save(tmp_path / "text.npy", emb)
+  config = _config("vtab", "dtd,runlocal")
+  config.init_checkpoint, config.model.text_embeddings = str(tmp_path / "clip.bin"), str(tmp_path / "text.npy")
+  with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset(np.repeat(np.arange(47), 4))):
+    _run(config, tmp_path / "work")
+  with np.load(tmp_path / "work" / "pretrained" / "predictions.npz") as z:
+    logits, features = z["test/logits"], z["test/features"]
+  unit = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+  np.testing.assert_allclose(logits, 100.0 * features @ unit.T, rtol=1e-4, atol=1e-3)  # no logit_scale in the file
 
 
 @pytest.mark.parametrize("task, num_classes", [("caltech101", 102), ("dtd", 47), ("oxford_flowers102", 102)])

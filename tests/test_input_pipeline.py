@@ -238,3 +238,15 @@ def test_importing_the_registry_loads_no_tfds_tensorflow_or_fonts():
           "'ftcal_jax.datasets.glyph_render', 'ftcal_jax.datasets.tfds_source')))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
   assert out.strip() == "[]", out
+
+
+def test_model_input_affine_maps_minus_one_one_to_the_checkpoints_normalisation():
+  """The pipeline's [-1, 1] images become (x01 - mean) / std on device; mean = std = 0.5 is the identity (None)."""
+  assert ip.model_input_affine((0.5,), (0.5,)) is None
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  affine = ip.model_input_affine(mean, std)
+  x01 = np.random.default_rng(0).uniform(size=(2, 4, 4, 3)).astype(np.float32)
+  got = np.asarray(ip.apply_input_affine(jax.numpy.asarray(2.0 * x01 - 1.0), affine))
+  np.testing.assert_allclose(got, (x01 - np.float32(mean)) / np.float32(std), rtol=1e-5, atol=1e-5)
+  x = np.ones((1, 2, 2, 1), np.float32)
+  assert ip.apply_input_affine(x, None) is x

@@ -1,17 +1,19 @@
 """The starting parameters of a run: a random init, then the configured checkpoint with its head policy.
 
 `resolve_checkpoint` finds the checkpoint file (a bare name falls back on the ones shipped in ftcal_jax/assets);
-`init_params` builds the parameter pytree from it. Nothing is ever downloaded.
+`init_variables` builds the model's variables from it (any checkpoint `models.load.fit_checkpoint` reads: vit_jax and
+ftcal_jax .npz, torchvision/timm/transformers ResNets, OpenAI/open_clip/transformers CLIP). Nothing is ever
+downloaded.
 """
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ftcal_jax import integrity
-from ftcal_jax.models import weights
+from ftcal_jax.models import load
 
 # The checkpoints shipped with the package (ftcal_jax/assets).
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
@@ -28,35 +30,40 @@ def resolve_checkpoint(path: str) -> str:
           if os.path.basename(path).startswith("glyphs_") else
           "ftcal_jax never downloads weights: copy the checkpoint (e.g. vit_jax's ViT-B_32.npz) to that path.")
   raise ValueError(f"init_checkpoint {path!r} not found (nor {shipped}). {hint} Or set config.init_checkpoint "
-                   "to an existing .npz.")
+                   "to an existing checkpoint file.")
 
 
-def init_params(config: Any, model: Any, image_shape: Sequence[int], progress: Callable[[str], None]) -> Any:
+def init_variables(config: Any, model: Any, image_shape: Sequence[int], progress: Callable[[str], None]) -> Dict:
   """Random init, then the configured checkpoint with its head policy.
 
   Args:
-    config: the run config; reads init_checkpoint, init_head and seed.
-    model: the Flax ViT.
+    config: the run config; reads init_checkpoint, init_head, seed and model.text_embeddings (CLIP's zero-shot
+      head, "" for none).
+    model: the Flax model (ViT, ResNet, CLIP image tower).
     image_shape: (H, W, ch) of one input image.
     progress: prints one line (e.g. a `progress.Progress`).
 
   Returns:
-    The model's params pytree of jax arrays (head (D, C) as the head policy leaves it).
+    The model's variables of jax arrays: {'params': ...} (head (D, C) as the head policy leaves it) and, for a
+    model with BatchNorm, {'batch_stats': ...}.
   """
   dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   # One compiled init is much faster than Flax's op-by-op eager init on CPU.
-  init = jax.jit(lambda key: model.init(key, dummy)["params"])
+  init = jax.jit(lambda key: dict(model.init(key, dummy)))
   path = resolve_checkpoint(config.init_checkpoint)
   head = config.init_head
   if not path:
     progress("No init_checkpoint: training from a random initialisation")
     return init(jax.random.key(config.seed))
-  # With the loaded head kept, only shapes are needed: skip the random init altogether.
-  params = jax.eval_shape(init, jax.random.key(config.seed)) if head == "keep" else init(jax.random.key(config.seed))
-  # npz, safetensors or a torch state dict; a PyTorch file needs the head count to split q/k/v.
-  loaded = weights.load_checkpoint_file(path, num_heads=getattr(model, "num_heads", None))
+  text = config.get("model", {}).get("text_embeddings") or None
+  variables = load.fit_checkpoint(model, path, head=list(head) if not isinstance(head, str) else head,
+                                  image_shape=image_shape, text_embeddings=text)
   # Before training: NaN weights would give a NaN loss whose message blames the learning rate.
-  integrity.check_finite(loaded, path)
-  progress(f"Loaded {path} (head policy {head!r})")
-  params = weights.restore_into(params, loaded, head=list(head) if not isinstance(head, str) else head)
-  return jax.tree.map(jnp.asarray, params)
+  integrity.check_finite(variables, path)
+  progress(f"Loaded {path} (head policy {head!r}{', CLIP zero-shot head from ' + text if text else ''})")
+  return jax.tree.map(jnp.asarray, variables)
+
+
+def init_params(config: Any, model: Any, image_shape: Sequence[int], progress: Callable[[str], None]) -> Any:
+  """The params of `init_variables` (models without BatchNorm statistics)."""
+  return init_variables(config, model, image_shape, progress)["params"]

@@ -151,8 +151,13 @@ def _to_numpy(t) -> np.ndarray:
   return np.asarray(t)
 
 
-def _read_state_dict(path_or_dict) -> Dict[str, np.ndarray]:
-  """A state dict from a dict, a `.safetensors` file, or a `.bin`/`.pth`/`.pt` file (torch, weights only)."""
+def read_state_dict(path_or_dict) -> Dict[str, np.ndarray]:
+  """A state dict from a dict, a `.safetensors` file, or a `.bin`/`.pth`/`.pt` file (torch, weights only).
+
+  Returns:
+    {key: numpy array}; torch bf16/fp16 tensors become float32; a {"state_dict": ...} or {"model": ...} wrapper
+    is removed.
+  """
   if isinstance(path_or_dict, Mapping):
     sd = path_or_dict
   elif str(path_or_dict).endswith(".safetensors"):
@@ -191,7 +196,7 @@ def load_torch_state_dict(path_or_dict: Union[str, os.PathLike, Mapping[str, Any
     rules, named, strip = _TIMM_RULES, _TIMM_PARAMS, ""
   else:
     raise ValueError(f"source must be 'hf' or 'timm', got {source!r}.")
-  sd = _read_state_dict(path_or_dict)
+  sd = read_state_dict(path_or_dict)
   flat: Dict[str, np.ndarray] = {}
   unknown = []
   for key, w in sd.items():
@@ -376,7 +381,7 @@ def load_checkpoint_file(path: Union[str, os.PathLike], *, num_heads: Optional[i
   try:
     if fmt == "npz":
       return load_npz(path)
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
   except Exception as e:  # pylint: disable=broad-except  # numpy, zipfile, safetensors and torch raise many types.
     raise ValueError(
         f"init checkpoint {path} ({size} bytes) cannot be read as {fmt} ({type(e).__name__}: {e}). Is "
