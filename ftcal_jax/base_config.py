@@ -90,6 +90,20 @@ def _analyses(config: ml_collections.ConfigDict) -> None:
   config.analyses.tsne_perplexity = 30.0  # sklearn.manifold.TSNE's perplexity.
 
 
+def _model() -> ml_collections.ConfigDict:
+  """The backbone and its input normalisation."""
+  model = ml_collections.ConfigDict()
+  model.name = "ViT-B/32"  # models.list_models() name: ViT-*, ResNet-18/34/50/101, CLIP-ViT-B/32, B/16, L/14.
+  model.dtype = "bfloat16"  # Compute dtype on TPU/GPU ('float32' on CPU); the head and losses stay float32.
+  # The input normalisation the checkpoint expects: per-channel mean and std of [0, 1] images (one value for all
+  # channels, or one per channel). (0.5,)/(0.5,) is the pipeline's [-1, 1] as it is (vit_jax's); ImageNet's for
+  # torchvision ResNets, CLIP's for CLIP (recipes.INPUT_NORMALISATION).
+  model.input_mean = (0.5,)
+  model.input_std = (0.5,)
+  model.text_embeddings = ""  # CLIP: a (C, E) .npy of class text embeddings: the zero-shot head ("" = none).
+  return model
+
+
 def get_config() -> ml_collections.ConfigDict:
   """The schema with the paper's recipe as defaults, unlocked: the caller overrides fields, then locks it."""
   config = ml_collections.ConfigDict()
@@ -108,15 +122,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.class_split.remaining = ()  # Classes in neither S nor U (they take no part).
   config.class_split.seed = config.get_ref("seed")  # Follows config.seed.
 
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "ViT-B/32"  # models.list_models() name: ViT-*, ResNet-18/34/50/101, CLIP-ViT-B/32, B/16, L/14.
-  config.model.dtype = "bfloat16"  # Compute dtype on TPU/GPU ('float32' on CPU); the head and losses stay float32.
-  # The input normalisation the checkpoint expects: per-channel mean and std of [0, 1] images (one value for all
-  # channels, or one per channel). (0.5,)/(0.5,) is the pipeline's [-1, 1] as it is (vit_jax's); ImageNet's for
-  # torchvision ResNets, CLIP's for CLIP (recipes.INPUT_NORMALISATION).
-  config.model.input_mean = (0.5,)
-  config.model.input_std = (0.5,)
-  config.model.text_embeddings = ""  # CLIP: a (C, E) .npy of class text embeddings: the zero-shot head ("" = none).
+  config.model = _model()
   # The pre-trained model: a vit_jax or ftcal_jax .npz, a torchvision/timm/transformers ResNet or an OpenAI/open_clip/
   # transformers CLIP state dict (models.load_pretrained); bare names are looked up in assets/; "" = random init.
   config.init_checkpoint = ""
