@@ -162,7 +162,7 @@ def test_bad_numbers_fail_before_any_data_is_built(tmp_path, overrides, message)
   assert not (tmp_path / "w" / "finetune").exists()
 
 
-# -- 9. stale outputs ---------------------------------------------------------------------------------------------------
+# -- 9. stale outputs --------------------------------------------------------------------------------------------------
 
 
 def test_a_rerun_writing_fewer_outputs_leaves_none_of_the_old_ones(finished, tmp_path):
@@ -179,7 +179,7 @@ def test_a_rerun_writing_fewer_outputs_leaves_none_of_the_old_ones(finished, tmp
   assert not leftovers
 
 
-# -- 5. class splits from the command line ------------------------------------------------------------------------------
+# -- 5. class splits from the command line -----------------------------------------------------------------------------
 
 _PARSE = """
 from absl import app, flags
