@@ -5,7 +5,7 @@ class c gives a plain model whose logits are the calibrated ones: nothing but th
 vit_jax-style flat `.npz` (models.weights.save_npz), read back like any checkpoint:
 
   model = get_model("ViT-glyphs/8", num_classes=C)
-  init = model.init(rng, jnp.zeros((1, 32, 32, 3)))["params"]
+  init = model.init(rng, jnp.zeros((1, 32, 32, 1)))["params"]  # Glyphs: 32x32 grey images
   params = weights.restore_into(init, weights.load_npz("calibrated.npz"))
   pred = jnp.argmax(model.apply({"params": params}, images)["logits"], axis=-1)
 
