@@ -90,6 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = "ViT-B/32"  # models.MODEL_CONFIGS key; the paper's ViT is ViT-B/32.
   config.model.dtype = "bfloat16"  # Compute dtype on TPU/GPU ('float32' on CPU); the head and losses stay float32.
+  # The classifier: 'linear' (the FC head W^T f + b) or 'cosine' (s * cos(w_c, f); models/vit.py:CosineHead, the
+  # paper's cosine-classifier row). Both keep head/kernel (D, C) and head/bias (C,), so either loads the other's
+  # checkpoint; the cosine head ignores the bias. Every method trains it the same way.
+  config.model.head = "linear"
+  config.model.cosine_scale = 16.0  # s of the cosine head, fixed (not learned): logits lie in [-s, s].
   config.init_checkpoint = ""  # The pre-trained model (vit_jax .npz; bare names are looked up in assets/); "" = random.
   config.init_head = "keep"  # 'keep' the checkpoint's head (it must cover the dataset's classes), or 'new'.
 

@@ -113,7 +113,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, start_time: Optional
     image_shape = dataset.image_shape
     for s in (dataset.train_split, dataset.test_split):
       dataset.num_examples(s)
-  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype))
+  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype), head=config.model.head,
+                    cosine_scale=config.model.cosine_scale)
   writer = metric_writers.create_default_writer(workdir, just_logging=not _is_main())
   writer.write_hparams({k: v for k, v in _flat_config(config).items()})
   init_params = pretrained.init_params(config, model, image_shape, progress)

@@ -51,6 +51,7 @@ _ALL_CONFIGS = {
     "configs/testing.py": (None,),
     "experiments/ablation_methods.py":
         ("imagenet_r", "imagenet_r,runlocal") + tuple(p + ",runlocal" for p in _PAIRS) + _PAIRS,
+    "experiments/ablation_head.py": (None, "linear", "cosine", "cosine,epochs=3,scale=10", "cosine,runlocal"),
     "experiments/ablation_num_classes.py": (None, "runlocal", "num_seen=20", "num_seen=150,runlocal"),
     "experiments/ablation_optimizer.py": ("sgd", "adam", "sgd,runlocal", "adam,runlocal"),
     "experiments/imagenet_r.py": (None, "keep", "runlocal", "keep,runlocal"),
