@@ -14,8 +14,8 @@ Run (CPU; measured 137 s end to end on 2 cores at load ~2, 23 s of it building t
 
   python -m ftcal_jax.main --config configs/glyphs.py --workdir /tmp/ftcal_glyphs
 
-Other seeds (the class split follows the seed): --config.seed=1. Every baseline (adds frozen classifier, LDIFS and
-the Holistic Transfer variant): --config=configs/glyphs.py:all. A quick smoke run: --config=configs/glyphs.py:runlocal.
+Other seeds (the class split follows the seed): --config.seed=1. Every baseline (adds frozen classifier, LDIFS,
+the Holistic Transfer variant and HT by leave-out local SGD): --config=configs/glyphs.py:all. A quick smoke run: --config=configs/glyphs.py:runlocal.
 """
 
 from ftcal_jax import base_config
@@ -60,8 +60,10 @@ def get_config(arg=None):
   config.checkpoint_every_steps = 100  # Orbax saves (and always at the end of a run).
   config.heartbeat_s = 10.0  # Seconds between "still working" lines during long silent stages.
 
-  if args["all"]:  # Every baseline (frozen classifier, LDIFS, HT variant): a few more minutes.
-    config.methods = ("finetune", "oracle", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer")
+  # Every baseline (frozen classifier, LDIFS, the HT variant, HT by LOLSGD: M=4 copies, so 4x FT): a few more minutes.
+  if args["all"]:
+    config.methods = ("finetune", "oracle", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer",
+                      "holistic_transfer_lolsgd")
   if args["runlocal"]:
     config.num_epochs = 1.0
     config.pcv.num_splits = 1

@@ -110,6 +110,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.holistic_transfer = ml_collections.ConfigDict()
   config.holistic_transfer.distill_weight = 1.0  # lambda of the U-logit distillation (holistic_transfer.py).
   config.holistic_transfer.temperature = 2.0  # Softmax temperature T of the distillation.
+  # 'holistic_transfer_lolsgd' only (lolsgd.py): each round, M copies take K local steps, each copy leaving out
+  # round(f * |S|) random classes of S. The values are this implementation's choice, not the paper's.
+  config.holistic_transfer.lolsgd_copies = 4  # M local copies per round (about M x FT's compute).
+  config.holistic_transfer.lolsgd_local_steps = 4  # K local steps per copy; each takes batch_size / K examples.
+  config.holistic_transfer.lolsgd_leave_out = 0.5  # f: the share of S each copy leaves out, in [0, 1).
 
   config.pcv = ml_collections.ConfigDict()
   config.pcv.enabled = True  # Run PCV's pseudo-split fine-tunes inside the job and report FT + PCV.

@@ -154,7 +154,7 @@ def _run_methods(ctx: trainer.JobContext, pre: Mapping[str, evaluation.Predictio
     if name == "finetune":
       passes["ncm_train"] = (train, all_classes)
     # A per-method seed that does not depend on the order of config.methods.
-    seed = ctx.config.seed * 1000 + methods.list_methods().index(name)
+    seed = ctx.config.seed * 1000 + methods.seed_index(name)
     preds, history = run_method(ctx, name, name, train_split=train, classes=classes, seed=seed, passes=passes)
     for kind, p in preds.items():
       out[kind][name] = p
