@@ -80,7 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = _dataset()
 
   config.class_split = ml_collections.ConfigDict()
-  config.class_split.kind = "random"  # 'random' (seeded) or 'explicit' (lists seen/absent).
+  # 'random' (seeded), 'explicit' (lists seen/absent) or 'natural' (the dataset's own S and U: iWildCam's species
+  # of the fine-tuning split, and those only in the test split; num_seen is then unused).
+  config.class_split.kind = "random"
   # |S|: an int, or a float in (0, 1), a fraction of the dataset's classes (rounded). Every config sets it; its
   # type (int or float) is the one the config gives it.
   config.class_split.num_seen = None

@@ -197,8 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if "pretrain" in config.methods:
     raise ValueError("'pretrain' runs alone (configs/glyphs_pretrain.py); remove it from config.methods.")
   # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
+  natural = dataset_registry.natural_split(ctx.dataset) if config.class_split.kind == "natural" else None
   ctx.split = ClassSplit.from_config(config.class_split, ctx.dataset.num_classes,
-                                     candidates=ctx.dataset.present_classes)
+                                     candidates=ctx.dataset.present_classes, natural=natural)
   ctx.class_mask = ctx.dataset.class_mask  # datasets.base.Dataset: None when every head class is scored.
   ctx.progress(f"Class split: |S| = {len(ctx.split.seen)}, |U| = {len(ctx.split.absent)}; methods "
                f"{list(config.methods)}" + (f"; PCV K={config.pcv.num_splits}" if config.pcv.enabled else ""))
