@@ -15,7 +15,8 @@ Run (CPU; measured 137 s end to end on 2 cores at load ~2, 23 s of it building t
   python -m ftcal_jax.main --config configs/glyphs.py --workdir /tmp/ftcal_glyphs
 
 Other seeds (the class split follows the seed): --config.seed=1. Every baseline (adds frozen classifier, LDIFS,
-the Holistic Transfer variant and HT by leave-out local SGD): --config=configs/glyphs.py:all. A quick smoke run: --config=configs/glyphs.py:runlocal.
+the Holistic Transfer variant and HT by leave-out local SGD): --config=configs/glyphs.py:all. A quick smoke run:
+--config=configs/glyphs.py:runlocal.
 """
 
 from ftcal_jax import base_config

@@ -110,8 +110,8 @@ def make_optimizer(opt_cfg, labels: PyTree) -> optax.GradientTransformation:
   optimisers, and it keeps the run length out of the compiled step.
 
   Args:
-    opt_cfg: ConfigDict with name ('sgd', 'adamw', 'adam', 'adabelief', 'adadelta', 'adagrad', 'rmsprop'), momentum, nesterov, weight_decay, backbone_lr_mult,
-      grad_clip_norm (0 or None disables clipping).
+    opt_cfg: ConfigDict with name ('sgd', 'adamw', 'adam', 'adabelief', 'adadelta', 'adagrad', 'rmsprop'),
+      momentum, nesterov, weight_decay, backbone_lr_mult, grad_clip_norm (0 or None disables clipping).
     labels: the tree from `param_labels`.
 
   Returns:

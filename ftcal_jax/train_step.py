@@ -102,8 +102,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
       (the 'mask' head-class policy). None keeps every head class.
     ldifs_config: ConfigDict with alpha, taps (empty = ldifs.default_taps), normalisation.
     ht_config: ConfigDict with distill_weight, temperature.
-    jit: False returns the bare step function, for a caller that traces it inside its own jitted step
-      (lolsgd.py runs it in each local copy).
+    jit: False returns the bare step function (lolsgd.py traces it in each local copy).
 
   Returns:
     step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
@@ -143,9 +142,6 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
     metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "lr": lr}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  if not jit:
-    return step
-  replicated = NamedSharding(mesh, P())
-  data = NamedSharding(mesh, P(DATA_AXIS))
-  return jax.jit(step, in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
-                 donate_argnums=(0,))
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+  shardings = dict(in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated))
+  return jax.jit(step, donate_argnums=(0,), **shardings) if jit else step

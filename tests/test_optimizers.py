@@ -144,7 +144,8 @@ def test_the_study_optimizers_build_and_match_optax(name, ref):
   state, want_state = tx.init(params), want_tx.init(params)
   p, q = params, params
   for i in range(3):
-    grads = jax.tree.map(lambda x: (i + 1.0) * jnp.sin(jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)), p)  # pylint: disable=cell-var-from-loop
+    wave = lambda x, k=i + 1.0: k * jnp.sin(jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape))
+    grads = jax.tree.map(wave, p)
     updates, state = tx.update(grads, state, p)
     p = optax.apply_updates(p, optimizers.scale_updates(updates, jnp.float32(lr)))
     want, want_state = want_tx.update(grads, want_state, q)
