@@ -93,7 +93,7 @@ def draw(study: Dict[str, Any], path: str) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   grid = study["grid"]
   values = [v for c in grid.values() for r in c["ausuc"] for v in r if v is not None] or [0.0, 1.0]
-  fig, axes = plt.subplots(1, len(grid), figsize=(2.6 * len(grid) + 1, 2.8), squeeze=False)
+  fig, axes = plt.subplots(1, len(grid), figsize=(3.2 * len(grid) + 1, 3.0), squeeze=False, gridspec_kw={"wspace": 0.6})
   for ax, (opt, c) in zip(axes[0], grid.items()):
     a = np.asarray([[np.nan if v is None else v for v in r] for r in c["ausuc"]], float)  # NaN: diverged.
     im = ax.imshow(a, vmin=min(values), vmax=max(values), cmap="viridis", aspect="auto")
@@ -105,8 +105,9 @@ def draw(study: Dict[str, Any], path: str) -> None:
       ax.text(j, i, "NaN" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", color="w", fontsize=8)
   axes[0][0].set_ylabel("learning rate")
   pre = study.get("pretrained_ausuc")
-  fig.suptitle(f"AUSUC of FT ({study['base']}" + (f", {study['epochs']:g} epochs" if study["epochs"] else "") +
-               (f"; pre-trained {pre:.3f})" if pre is not None else ")"))
+  fig.suptitle(
+      f"AUSUC of FT ({study['base']}" + (f", {study['epochs']:g} epochs" if study["epochs"] else "") +
+      (f"; pre-trained {pre:.3f})" if pre is not None else ")"), y=1.04)
   fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
