@@ -14,9 +14,9 @@ Run (CPU; measured 137 s end to end on 2 cores at load ~2, 23 s of it building t
 
   python -m ftcal_jax.main --config configs/glyphs.py --workdir /tmp/ftcal_glyphs
 
-Other seeds (the class split follows the seed): --config.seed=1. Every baseline (adds frozen classifier, LDIFS and
-the Holistic Transfer variant, and the t-SNE of the feature picture): --config=configs/glyphs.py:all. A quick smoke
-run: --config=configs/glyphs.py:runlocal.
+Other seeds (the class split follows the seed): --config.seed=1. Every baseline (adds frozen classifier, LDIFS,
+the Holistic Transfer variant and HT by leave-out local SGD, and the t-SNE of the feature picture):
+--config=configs/glyphs.py:all. A quick smoke run: --config=configs/glyphs.py:runlocal.
 
 The analyses (config.analyses) cost, measured at commit-time load (~12 on the 2 cores, so several times an idle
 machine's): the logit dynamics' probe (on here) 0.37 s per history record of an S-only run (13 records for FT,
@@ -66,8 +66,10 @@ def get_config(arg=None):
   config.checkpoint_every_steps = 100  # Orbax saves (and always at the end of a run).
   config.heartbeat_s = 10.0  # Seconds between "still working" lines during long silent stages.
 
-  if args["all"]:  # Every baseline (frozen classifier, LDIFS, HT variant): a few more minutes.
-    config.methods = ("finetune", "oracle", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer")
+  # Every baseline (frozen classifier, LDIFS, the HT variant, HT by LOLSGD: M=4 copies, so 4x FT): a few more minutes.
+  if args["all"]:
+    config.methods = ("finetune", "oracle", "linear_probe", "frozen_classifier", "ldifs", "holistic_transfer",
+                      "holistic_transfer_lolsgd")
     config.analyses.feature_tsne = True  # t-SNE of 2,000 test features, pre-trained and FT (see the time above).
   if args["runlocal"]:
     config.num_epochs = 1.0

@@ -101,6 +101,11 @@ def _model() -> ml_collections.ConfigDict:
   model.input_mean = (0.5,)
   model.input_std = (0.5,)
   model.text_embeddings = ""  # CLIP: a (C, E) .npy of class text embeddings: the zero-shot head ("" = none).
+  # The classifier: 'linear' (the FC head W^T f + b) or 'cosine' (s * cos(w_c, f); models/vit.py:CosineHead, the
+  # paper's cosine-classifier row). Both keep head/kernel (D, C) and head/bias (C,), so either loads the other's
+  # checkpoint; the cosine head ignores the bias. Every method trains it the same way.
+  model.head = "linear"
+  model.cosine_scale = 16.0  # s of the cosine head, fixed (not learned): logits lie in [-s, s].
   return model
 
 
@@ -111,7 +116,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = _dataset()
 
   config.class_split = ml_collections.ConfigDict()
-  config.class_split.kind = "random"  # 'random' (seeded) or 'explicit' (lists seen/absent).
+  # 'random' (seeded), 'explicit' (lists seen/absent) or 'natural' (the dataset's own S and U: iWildCam's species
+  # of the fine-tuning split, and those only in the test split; num_seen is then unused).
+  config.class_split.kind = "random"
   # |S|: an int, or a float in (0, 1), a fraction of the dataset's classes (rounded). Every config sets it; its
   # type (int or float) is the one the config gives it.
   config.class_split.num_seen = None
@@ -140,6 +147,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.holistic_transfer = ml_collections.ConfigDict()
   config.holistic_transfer.distill_weight = 1.0  # lambda of the U-logit distillation (holistic_transfer.py).
   config.holistic_transfer.temperature = 2.0  # Softmax temperature T of the distillation.
+  # 'holistic_transfer_lolsgd' only (lolsgd.py): each round, M copies take K local steps, each copy leaving out
+  # round(f * |S|) random classes of S. The values are this implementation's choice, not the paper's.
+  config.holistic_transfer.lolsgd_copies = 4  # M local copies per round (about M x FT's compute).
+  config.holistic_transfer.lolsgd_local_steps = 4  # K local steps per copy; each takes batch_size / K examples.
+  config.holistic_transfer.lolsgd_leave_out = 0.5  # f: the share of S each copy leaves out, in [0, 1).
 
   config.pcv = ml_collections.ConfigDict()
   config.pcv.enabled = True  # Run PCV's pseudo-split fine-tunes inside the job and report FT + PCV.

@@ -118,11 +118,14 @@ class ClassSplit:
                provenance=provenance)
 
   @classmethod
-  def from_config(cls, cfg: Any, num_classes: int, candidates: Optional[Sequence[int]] = None) -> "ClassSplit":
+  def from_config(cls, cfg: Any, num_classes: int, candidates: Optional[Sequence[int]] = None,
+                  natural: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> "ClassSplit":
     """Builds a split from a ConfigDict (or dict); `candidates` as in `random` (e.g. a dataset's present classes).
 
     Fields:
-      kind: 'random' or 'explicit'.
+      kind: 'random', 'explicit' or 'natural'.
+      natural: the dataset's own (seen, absent), passed as `natural` (registry.natural_split: iWildCam's species
+        of the fine-tuning split, and those only in the test split); the other classes are remaining.
       random: num_seen (int, or a float in (0, 1) read as a fraction of the candidates; an integral float >= 1
         is a count), seed, num_absent (optional).
       explicit: seen (list of ids), absent (optional list; default: the complement), remaining (optional).
@@ -147,8 +150,15 @@ class ClassSplit:
         raise ValueError("class_split.kind='explicit' needs a non-empty list `seen`, e.g. "
                          "--config.class_split.seen=0,1,2 (absent defaults to every other class).")
       split = cls.from_lists(num_classes, list(seen), get("absent", None), list(get("remaining", None) or ()))
+    elif kind == "natural":
+      if natural is None:
+        raise ValueError("class_split.kind='natural' needs the dataset's own (seen, absent) classes.")
+      seen, absent = ([int(c) for c in ids] for ids in natural)
+      taken = set(seen) | set(absent)
+      split = cls(num_classes, seen, absent, [c for c in range(num_classes) if c not in taken],
+                  provenance={"kind": "natural"})
     else:
-      raise ValueError(f"Unknown class_split.kind {kind!r}; valid kinds: 'explicit', 'random'.")
+      raise ValueError(f"Unknown class_split.kind {kind!r}; valid kinds: 'explicit', 'natural', 'random'.")
     return split
 
   # -- derived views ---------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def _class_split(checks: _Checks, num_classes: Optional[int]) -> None:
   if cfg is _MISSING or tuple(_get(checks.config, "methods") or ()) == ("pretrain",):
     return  # Pre-training uses every class: no split.
   kind = _get(checks.config, "class_split.kind")
-  checks.one_of("class_split.kind", ("random", "explicit"))
+  checks.one_of("class_split.kind", ("random", "explicit", "natural"))  # natural: the dataset gives S
   count = None
   if kind == "random":
     v = _get(checks.config, "class_split.num_seen")

@@ -12,8 +12,9 @@ documented variant, named 'holistic_transfer' in the method registry:
     temperature T, is pulled towards the frozen pre-trained model's softmax over the same classes:
         loss = CE(all logits) + lambda * T^2 * KL(p_pre(. | x, U) || p_ft(. | x, U)).
     This keeps how the model ranks absent classes among themselves while CE teaches S.
-  * Not implemented: the leave-out local-SGD gradient disentangling, whose cost (several local models per step)
-    does not fit a CPU demo. The variant is therefore weaker than the paper's full method.
+  * The other direction, disentangling the domain gradient by leave-out local SGD, is the separate method
+    'holistic_transfer_lolsgd' (lolsgd.py): the same frozen head and distillation, trained by LOLSGD rounds
+    (about M times this variant's compute).
 """
 
 import jax

@@ -1,4 +1,4 @@
-"""Optimisers for fine-tuning: the paper's SGD recipe and LDIFS's AdamW recipe, built with optax.
+"""Optimisers for fine-tuning: the paper's SGD recipe, LDIFS's AdamW recipe and the optimiser study's, with optax.
 
 Every parameter carries one of three labels, computed from its path and the method's trainable set:
 
@@ -9,6 +9,8 @@ Every parameter carries one of three labels, computed from its path and the meth
 The paper (Mai et al., official defaults): SGD, Nesterov momentum 0.9, base lr 1e-3, backbone 0.1x, cosine decay
 over all steps, PyTorch-style weight decay (added to the gradient before momentum).
 LDIFS (Mukhoti et al.): AdamW lr 1e-5, weight decay 0.1, linear warm-up then cosine, global-norm clip 1.0.
+The optimiser study adds Adam, AdaBelief, Adadelta, AdaGrad and RMSprop (optax's defaults; weight decay as L2 on
+the gradient). Every optimiser's update is proportional to its learning rate, so the schedule scales it afterwards.
 """
 
 from typing import Any
@@ -21,7 +23,16 @@ import optax
 PyTree = Any
 
 LABELS = ("head", "backbone", "frozen")
-_OPTIMIZERS = ("sgd", "adamw")
+# name -> the optax optimiser at learning rate `scale`, its hyper-parameters at optax's defaults. The optimiser
+# study (experiments/ablation_optimizer.py) compares the first six; 'adamw' is LDIFS's recipe.
+_ADAPTIVE = {
+    "adam": optax.adam,  # b1 0.9, b2 0.999, eps 1e-8.
+    "adabelief": optax.adabelief,  # b1 0.9, b2 0.999, eps 1e-16.
+    "adadelta": optax.adadelta,  # rho 0.9, eps 1e-6 (its usual learning rate is ~1).
+    "adagrad": optax.adagrad,  # initial accumulator 0.1, eps 1e-7.
+    "rmsprop": optax.rmsprop,  # decay 0.9, eps 1e-8, no momentum.
+}
+_OPTIMIZERS = ("sgd", "adamw") + tuple(_ADAPTIVE)
 
 
 def param_labels(params: PyTree, trainable: str) -> PyTree:
@@ -84,6 +95,9 @@ def _one_group(opt_cfg, scale: float) -> optax.GradientTransformation:
   if opt_cfg.name == "adamw":
     # adamw(lr) = adam moments, + wd * w, then * -lr: the whole update is proportional to lr.
     return optax.adamw(scale, weight_decay=opt_cfg.weight_decay)
+  if opt_cfg.name in _ADAPTIVE:
+    # Weight decay added to the gradient first, as PyTorch's weight_decay argument of these optimisers does.
+    return optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay), _ADAPTIVE[opt_cfg.name](scale))
   raise ValueError(f"Unknown optimizer {opt_cfg.name!r}. Valid names: {', '.join(_OPTIMIZERS)}.")
 
 
@@ -96,8 +110,8 @@ def make_optimizer(opt_cfg, labels: PyTree) -> optax.GradientTransformation:
   optimisers, and it keeps the run length out of the compiled step.
 
   Args:
-    opt_cfg: ConfigDict with name ('sgd'|'adamw'), momentum, nesterov, weight_decay, backbone_lr_mult,
-      grad_clip_norm (0 or None disables clipping).
+    opt_cfg: ConfigDict with name ('sgd', 'adamw', 'adam', 'adabelief', 'adadelta', 'adagrad', 'rmsprop'),
+      momentum, nesterov, weight_decay, backbone_lr_mult, grad_clip_norm (0 or None disables clipping).
     labels: the tree from `param_labels`.
 
   Returns:
@@ -120,3 +134,8 @@ def make_optimizer(opt_cfg, labels: PyTree) -> optax.GradientTransformation:
 def scale_updates(updates: PyTree, lr) -> PyTree:
   """updates * lr, leaf by leaf (lr a traced scalar from `learning_rate`)."""
   return jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
+
+
+def list_optimizers():
+  """The optimiser names make_optimizer accepts."""
+  return _OPTIMIZERS

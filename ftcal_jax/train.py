@@ -146,7 +146,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, start_time: Optional
     image_shape = dataset.image_shape
     for s in (dataset.train_split, dataset.test_split):
       dataset.num_examples(s)
-  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype))
+  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype), head=config.model.head,
+                    cosine_scale=config.model.cosine_scale)
   writer = metric_writers.create_default_writer(workdir, just_logging=not _is_main())
   writer.write_hparams({k: v for k, v in _flat_config(config).items()})
   init = pretrained.init_variables(config, model, image_shape, progress)
@@ -187,7 +188,7 @@ def _run_methods(ctx: trainer.JobContext, pre: Mapping[str, evaluation.Predictio
     if name == "finetune":
       passes["ncm_train"] = (train, all_classes)
     # A per-method seed that does not depend on the order of config.methods.
-    seed = ctx.config.seed * 1000 + methods.list_methods().index(name)
+    seed = ctx.config.seed * 1000 + methods.seed_index(name)
     # FT's parameters are kept beside its predictions: the job ends by exporting them calibrated.
     params_path = _finetune_params_path(ctx) if name == "finetune" else None
     preds, history = run_method(ctx, name, name, train_split=train, classes=classes, seed=seed, passes=passes,
@@ -245,8 +246,9 @@ def _run_job(config: ml_collections.ConfigDict, workdir: str, start_time: Option
   # Draw S and U among the classes the dataset has (ImageNet-R: 200 of a 1000-way head), not the whole head.
   present = ctx.dataset.present_classes  # |S| is checked against the classes it is drawn from, before training.
   config_validation.validate_config(config, num_classes=ctx.dataset.num_classes if present is None else len(present))
+  natural = dataset_registry.natural_split(ctx.dataset) if config.class_split.kind == "natural" else None
   ctx.split = ClassSplit.from_config(config.class_split, ctx.dataset.num_classes,
-                                     candidates=ctx.dataset.present_classes)
+                                     candidates=ctx.dataset.present_classes, natural=natural)
   ctx.class_mask = ctx.dataset.class_mask  # datasets.base.Dataset: None when every head class is scored.
   ctx.progress(f"Class split: |S| = {len(ctx.split.seen)}, |U| = {len(ctx.split.absent)}; methods "
                f"{list(config.methods)}" + (f"; PCV K={config.pcv.num_splits}" if config.pcv.enabled else ""))

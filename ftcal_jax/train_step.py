@@ -138,7 +138,8 @@ def _make_loss_fn(model, method: Method, taps, bias, absent_mask, ldifs_config, 
 
 def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
                     absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
-                    ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None):
+                    ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None,
+                    jit: bool = True):
   """Builds the jitted train step.
 
   Args:
@@ -154,6 +155,7 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
     ht_config: ConfigDict with distill_weight, temperature.
     input_affine: the checkpoint's input normalisation (input_pipeline.model_input_affine), applied to the batch's
       [-1, 1] images before the model; None feeds them as they are.
+    jit: False returns the bare step function (lolsgd.py traces it in each local copy).
 
   Returns:
     step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
@@ -180,7 +182,6 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
     metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads), "lr": lr}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats), metrics
 
-  replicated = NamedSharding(mesh, P())
-  data = NamedSharding(mesh, P(DATA_AXIS))
-  return jax.jit(step, in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
-                 donate_argnums=(0,))
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+  shardings = dict(in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated))
+  return jax.jit(step, donate_argnums=(0,), **shardings) if jit else step

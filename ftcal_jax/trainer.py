@@ -25,6 +25,7 @@ import numpy as np
 from ftcal_jax import checkpointing
 from ftcal_jax import input_pipeline
 from ftcal_jax import logit_dynamics
+from ftcal_jax import lolsgd
 from ftcal_jax import methods
 from ftcal_jax import optimizers
 from ftcal_jax import train_step as train_step_lib
@@ -48,7 +49,7 @@ class JobContext:
   progress: Progress
   fingerprint_config: Dict[str, Any]
   summary: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  # (trainable, loss, optimiser) -> (optimiser, jitted step): FT, Oracle and PCV's runs share one compilation.
+  # (trainable, loss, optimiser, update) -> (optimiser, jitted step): FT, Oracle and PCV's runs share one compilation.
   step_fns: Dict[Tuple[str, str, str], Any] = dataclasses.field(default_factory=dict)
   init_batch_stats: Any = None  # BatchNorm running statistics of the starting model (ResNets), else None.
   input_affine: Any = None  # The checkpoint's input normalisation (input_pipeline.model_input_affine).
@@ -95,15 +96,17 @@ def default_num_steps(cfg, num_examples: int) -> int:
 
 
 def _make_step(ctx: JobContext, method: methods.Method, opt_cfg) -> Tuple[Any, Any]:
-  """(optimiser, jitted train step) for the method, compiled once per (trainable, loss, optimiser) in a job."""
-  key = (method.trainable, method.loss, opt_cfg.name)
+  """(optimiser, jitted train step) for the method, compiled once per (trainable, loss, optimiser, update)."""
+  key = (method.trainable, method.loss, opt_cfg.name, method.update)
   if key not in ctx.step_fns:
     labels = optimizers.param_labels(ctx.init_params, method.trainable)
     tx = optimizers.make_optimizer(opt_cfg, labels)
-    step_fn = train_step_lib.make_train_step(ctx.model, method, tx, opt_cfg, ctx.mesh,
-                                             absent_mask=ctx.split.absent_mask if method.needs_reference else None,
-                                             logit_mask=ctx.class_mask, ldifs_config=ctx.config.ldifs,
-                                             ht_config=ctx.config.holistic_transfer, input_affine=ctx.input_affine)
+    kwargs = dict(absent_mask=ctx.split.absent_mask if method.needs_reference else None, logit_mask=ctx.class_mask,
+                  ldifs_config=ctx.config.ldifs, ht_config=ctx.config.holistic_transfer, input_affine=ctx.input_affine)
+    if method.update == "lolsgd":  # Leave-out local SGD rounds (lolsgd.py), one per batch.
+      kwargs.update(seen=ctx.split.seen, num_classes=ctx.split.num_classes, lolsgd_config=ctx.config.holistic_transfer)
+    make = lolsgd.make_lolsgd_step if method.update == "lolsgd" else train_step_lib.make_train_step
+    step_fn = make(ctx.model, method, tx, opt_cfg, ctx.mesh, **kwargs)
     ctx.step_fns[key] = (tx, step_fn)
   return ctx.step_fns[key]
 

@@ -51,7 +51,8 @@ def _errors(config, num_classes=47):
         ({"class_split.num_seen": 47
          }, "class_split.num_seen = 47.0: gives |S| = 47; must be in [1, 46] for 47 classes"),
         ({"class_split.num_seen": 2.5}, "class_split.num_seen = 2.5: must be a count (an integer >= 1) or a fraction"),
-        ({"optimizer.name": "adam"}, "optimizer.name = 'adam': Unknown optimizer 'adam'. Valid names:"),
+        ({"optimizer.name": "lion"
+         }, "optimizer.name = 'lion': Unknown optimizer 'lion'. Valid names:"),  # adam is valid now.
         ({"optimizer.schedule": "linear"}, "optimizer.schedule = 'linear': must be one of 'cosine', 'constant'"),
         ({"optimizer.momentum": 1.5}, "optimizer.momentum = 1.5: must be a number in [0, 1)"),
         ({"holistic_transfer.temperature": 0.0}, "holistic_transfer.temperature = 0.0: must be a number > 0"),

@@ -51,8 +51,12 @@ _ALL_CONFIGS = {
     "configs/testing.py": (None,),
     "experiments/ablation_methods.py":
         ("imagenet_r", "imagenet_r,runlocal") + tuple(p + ",runlocal" for p in _PAIRS) + _PAIRS,
+    "experiments/ablation_head.py": (None, "linear", "cosine", "cosine,epochs=3,scale=10", "cosine,runlocal"),
     "experiments/ablation_num_classes.py": (None, "runlocal", "num_seen=20", "num_seen=150,runlocal"),
-    "experiments/ablation_optimizer.py": ("sgd", "adam", "sgd,runlocal", "adam,runlocal"),
+    "experiments/ablation_optimizer.py":
+        ("sgd", "adam", "sgd,runlocal", "adam,runlocal", "adabelief", "adadelta", "adagrad", "rmsprop,runlocal",
+         "rmsprop,base=glyphs,lr=1e-3,wd=0,epochs=2", "sgd,base=glyphs,runlocal"),
+    "experiments/iwildcam.py": (None, "runlocal"),
     "experiments/imagenet_r.py": (None, "keep", "runlocal", "keep,runlocal", "vit", "vit,runlocal"),
     "experiments/imagenet_sketch.py": (None, "runlocal", "vit", "vit,runlocal"),
     "experiments/office_home.py": tuple(p + s for p in _PAIRS for s in ("", ",source", ",runlocal", ",source,runlocal"))

@@ -11,8 +11,13 @@ from ftcal_jax import methods
 
 
 def test_registry_names_and_recipes():
-  assert methods.list_methods() == ("finetune", "frozen_classifier", "holistic_transfer", "ldifs", "linear_probe",
-                                    "oracle", "pretrain")
+  assert methods.list_methods() == ("finetune", "frozen_classifier", "holistic_transfer", "holistic_transfer_lolsgd",
+                                    "ldifs", "linear_probe", "oracle", "pretrain")
+  # Seeds stay where they were before LOLSGD was added (train.py's per-method seed offset).
+  assert [methods.seed_index(n) for n in ("finetune", "linear_probe", "oracle", "holistic_transfer_lolsgd")
+         ] == [0, 4, 5, 7]
+  assert methods.get_method("holistic_transfer_lolsgd").update == "lolsgd"
+  assert methods.get_method("holistic_transfer_lolsgd").trainable == "backbone"
   assert methods.get_method("finetune").trainable == "all"
   assert methods.get_method("linear_probe").trainable == "head"
   assert methods.get_method("frozen_classifier").trainable == "backbone"

@@ -128,3 +128,28 @@ def test_clipping_bounds_the_global_norm_of_trainable_grads():
 def test_unknown_optimizer():
   with pytest.raises(ValueError, match="Valid names: sgd, adamw"):
     optimizers.make_optimizer(_cfg(name="lamb"), optimizers.param_labels(_params(), "all"))
+
+
+@pytest.mark.parametrize("name, ref", [("sgd", None), ("adam", optax.adam), ("adabelief", optax.adabelief),
+                                       ("adadelta", optax.adadelta), ("adagrad", optax.adagrad),
+                                       ("rmsprop", optax.rmsprop)])
+def test_the_study_optimizers_build_and_match_optax(name, ref):
+  """The six optimisers of the study: unit-lr updates times lr equal optax's own optimiser at that lr."""
+  assert name in optimizers.list_optimizers()
+  params = _params()
+  lr, wd = 0.05, 0.01
+  tx = optimizers.make_optimizer(_cfg(name=name, lr=lr, weight_decay=wd, backbone_lr_mult=1.0),
+                                 optimizers.param_labels(params, "all"))
+  want_tx = optax.chain(optax.add_decayed_weights(wd), ref(lr) if ref else optax.sgd(lr))
+  state, want_state = tx.init(params), want_tx.init(params)
+  p, q = params, params
+  for i in range(3):
+    wave = lambda x, k=i + 1.0: k * jnp.sin(jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape))
+    grads = jax.tree.map(wave, p)
+    updates, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, optimizers.scale_updates(updates, jnp.float32(lr)))
+    want, want_state = want_tx.update(grads, want_state, q)
+    q = optax.apply_updates(q, want)
+  for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(np.asarray(p["head"]["kernel"]), 1.0)  # It moved.

@@ -96,3 +96,13 @@ class Dataset(Protocol):
   def provenance(self) -> Dict[str, Any]:
     """What the report records about the data (name, splits, holdout, ...)."""
     ...
+
+
+@runtime_checkable
+class NaturalSplitDataset(Dataset, Protocol):
+  """A dataset that defines its own S and U (iWildCam: the species of the fine-tuning split, and those only in
+  the test split); class_split.kind = 'natural' uses it."""
+
+  def natural_split(self) -> Tuple[np.ndarray, np.ndarray]:
+    """(seen, absent): sorted int class ids."""
+    ...

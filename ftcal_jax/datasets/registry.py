@@ -69,6 +69,24 @@ def _office_home(cfg: Any) -> base.Dataset:
                          test_split="test", prepare=True, **src.tfds_fields(cfg, src.OFFICE_HOME_AUGMENT))
 
 
+def _iwildcam(cfg: Any) -> base.Dataset:
+  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.datasets import iwildcam  # Registers the builder.
+  from ftcal_jax.datasets import tfds_source as src
+  return iwildcam.IWildCamDataset(name="iwildcam", builder_name="iwildcam_wilds",
+                                  train_split=config_get(cfg, "train_split", "train"),
+                                  test_split=config_get(cfg, "test_split", "test"), prepare=True,
+                                  **src.tfds_fields(cfg, src.IMAGENET_AUGMENT))
+
+
+def natural_split(dataset: Any) -> Any:
+  """The dataset's own (seen, absent) classes, for class_split.kind = 'natural' (iWildCam)."""
+  if not isinstance(dataset, base.NaturalSplitDataset):
+    raise ValueError(f"class_split.kind='natural' needs a dataset that defines its own S and U (iwildcam); "
+                     f"{dataset.name!r} does not. Use kind 'random' or 'explicit'.")
+  return dataset.natural_split()
+
+
 _REGISTRY: Dict[str, Callable[[Any], Any]] = {
     "glyphs": _glyphs,
     # TFDS ships ImageNet-R and ImageNet-Sketch as one split; carve a seeded per-class train/test split (paper.md:
@@ -77,6 +95,8 @@ _REGISTRY: Dict[str, Callable[[Any], Any]] = {
     "imagenet_sketch": _imagenet_variant("imagenet_sketch", {"from": "test", "test_per_class": 10}),
     "domainnet": _tfds_plain("domainnet", domain_default="clipart"),
     "office_home": _office_home,
+    # WILDS iWildCam v2.0 from manual_dir; its class split is the data's own (class_split.kind = 'natural').
+    "iwildcam": _iwildcam,
     "caltech101": _tfds_plain("caltech101"),
     "dtd": _tfds_plain("dtd"),
     "oxford_flowers102": _tfds_plain("oxford_flowers102"),

@@ -10,7 +10,7 @@ checkpoints (e.g. AugReg ViT-B/16) load by name:
                               LayerNorm_2, MlpBlock_3/{Dense_0,Dense_1}
   Transformer/encoder_norm
   pre_logits/{kernel,bias}                     only when representation_size is set
-  head/{kernel,bias}                           (D, C), (C,)
+  head/{kernel,bias}                           (D, C), (C,); the same two leaves for both heads (see CosineHead)
 
 The forward pass returns a dict, so that one call yields what calibration (logits), NCM (pre-logits features) and
 LDIFS (intermediate token maps) need.
@@ -271,6 +271,30 @@ class PatchEmbedding(nn.Module):
     return x + bias.astype(self.dtype)
 
 
+class CosineHead(nn.Module):
+  """A cosine classifier, logits_c = s * cos(w_c, f): the paper's cosine-classifier row, with a fixed scale s.
+
+  It declares the linear head's two leaves, `kernel` (D, C) and `bias` (C,), so that the parameter tree is the
+  same for both heads and a linear checkpoint (or a run's checkpoint) loads into either. The bias is unused (a
+  cosine score has no offset): it keeps its loaded value and gets a zero gradient. The kernel starts from
+  lecun_normal, not zeros as the linear head: a zero vector has no direction, and the normalisation's gradient at
+  zero is unbounded. The scale s is a fixed hyper-parameter (config.model.cosine_scale), not learned, so the
+  tree gains no leaf; cosines lie in [-1, 1], so s bounds the logit range, hence how confident the softmax gets.
+  """
+  num_classes: int
+  scale: float
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.num_classes))
+    self.param("bias", nn.initializers.zeros, (self.num_classes,))  # Declared for the tree only; unused.
+    x = x.astype(jnp.float32)
+    # rsqrt(|v|^2 + eps): finite at v = 0 (a zero feature or class vector scores 0).
+    f = x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
+    w = kernel * jax.lax.rsqrt(jnp.sum(kernel * kernel, axis=0, keepdims=True) + 1e-12)
+    return self.scale * (f @ w)
+
+
 class VisionTransformer(nn.Module):
   """ViT classifier.
 
@@ -283,6 +307,8 @@ class VisionTransformer(nn.Module):
     mlp_dim: MLP hidden width.
     classifier: 'token' (class token) or 'gap' (global average pooling of patch tokens).
     representation_size: optional pre-logits Dense+tanh layer (ImageNet-21k checkpoints have one).
+    head: 'linear' (W^T f + b, the FC head) or 'cosine' (s * cos(w_c, f), CosineHead); same parameter tree.
+    cosine_scale: s of the cosine head.
     dtype: compute dtype. Parameters stay float32 (Flax's param_dtype default); bf16 compute for accelerators.
   """
   num_classes: Optional[int]
@@ -296,6 +322,8 @@ class VisionTransformer(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   head_bias_init: float = 0.0
+  head: str = "linear"
+  cosine_scale: float = 16.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -312,6 +340,8 @@ class VisionTransformer(nn.Module):
       dict with 'logits' (B, C) float32, 'pre_logits' (B, D') float32 (the feature NCM uses), and 'blocks', a dict
       {k: (B, T, D)} for k in feature_blocks.
     """
+    if self.head not in ("linear", "cosine"):
+      raise ValueError(f"head must be 'linear' or 'cosine', got {self.head!r}.")
     if self.classifier not in ("token", "gap"):
       raise ValueError(f"classifier must be 'token' or 'gap', got {self.classifier!r}.")
     bad = [k for k in feature_blocks if not 0 <= k <= self.num_layers]
@@ -330,7 +360,9 @@ class VisionTransformer(nn.Module):
     if self.representation_size:
       x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
     pre_logits = x = x.astype(jnp.float32)
-    if self.num_classes:
+    if self.num_classes and self.head == "cosine":
+      x = CosineHead(self.num_classes, self.cosine_scale, name="head")(x)
+    elif self.num_classes:
       # Zero-initialised head as in vit_jax: a new head starts with uniform predictions. It runs in float32
       # whatever the compute dtype: it is cheap, and calibration adds small biases to these logits.
       x = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
