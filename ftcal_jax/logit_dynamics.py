@@ -26,6 +26,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from ftcal_jax import input_pipeline
+
 KEYS = ("u_logit_gt", "u_logit_max_other_u", "u_logit_max_s", "u_logit_samples")
 
 
@@ -52,10 +54,10 @@ def logit_statistics(logits: Any, labels: Any, seen: np.ndarray, absent: np.ndar
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _probe_statistics(model: Any, params: Any, images: jax.Array, labels: jax.Array, seen: jax.Array,
+def _probe_statistics(model: Any, variables: Any, images: jax.Array, labels: jax.Array, seen: jax.Array,
                       absent: jax.Array):
   # Module-level and keyed by the (hashable) model: every run of a job shares one compilation.
-  logits = model.apply({"params": params}, images, train=False)["logits"]
+  logits = model.apply(variables, images, train=False)["logits"]
   return logit_statistics(logits, labels, seen, absent)
 
 
@@ -79,8 +81,9 @@ class LogitProbe:
     self._inputs = jax.device_put((np.asarray(images, np.float32), np.asarray(labels, np.int32), np.asarray(
         seen, bool), np.asarray(absent, bool)), replicated)
 
-  def __call__(self, params: Any) -> Dict[str, float]:
-    values = [float(v) for v in jax.device_get(_probe_statistics(self._model, params, *self._inputs))]
+  def __call__(self, variables: Any) -> Dict[str, float]:
+    """`variables`: {'params'} and, with BatchNorm, {'batch_stats'} (trainer.variables_of)."""
+    values = [float(v) for v in jax.device_get(_probe_statistics(self._model, dict(variables), *self._inputs))]
     return dict(zip(KEYS, values + [float(self.num_samples)]))
 
 
@@ -134,6 +137,8 @@ def make_probe(ctx: Any, classes: Optional[Sequence[int]]) -> Optional[LogitProb
   if not labels.size:
     ctx.progress(f"logit dynamics: no samples of U in {ctx.dataset.train_split}; not recorded")
     return None
+  # The checkpoint's input normalisation, once on the host: the samples are fixed.
+  images = np.asarray(input_pipeline.apply_input_affine(images, ctx.input_affine), np.float32)
   return LogitProbe(ctx.model, images, labels, split.seen_mask, split.absent_mask, ctx.mesh)
 
 

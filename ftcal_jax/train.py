@@ -48,6 +48,7 @@ from ftcal_jax import trainer
 from ftcal_jax import workdir_lock
 from ftcal_jax.class_split import ClassSplit
 from ftcal_jax.datasets import registry as dataset_registry
+from ftcal_jax.models import MODEL_CONFIGS
 from ftcal_jax.models import get_model
 from ftcal_jax.models import pretrained
 from ftcal_jax.models import weights
@@ -119,6 +120,17 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
   return preds, history
 
 
+def _build_model(model_cfg, num_classes: int):
+  """The configured backbone; the head option (linear or cosine) exists for the ViT only (models/vit.py)."""
+  options = {}
+  if model_cfg.head != "linear":
+    if model_cfg.name not in MODEL_CONFIGS:
+      raise ValueError(f"config.model.head={model_cfg.head!r} is implemented for the ViT models only; got "
+                       f"config.model.name={model_cfg.name!r}. Use config.model.head='linear' for it.")
+    options = dict(head=model_cfg.head, cosine_scale=model_cfg.cosine_scale)
+  return get_model(model_cfg.name, num_classes, dtype=jnp.dtype(model_cfg.dtype), **options)
+
+
 def _dataset_config(config) -> Dict[str, Any]:
   d = config.dataset.to_dict()
   d["holdout_fraction"] = config.pcv.holdout_fraction  # The 'fit'/'heldout' parts PCV uses.
@@ -146,8 +158,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, start_time: Optional
     image_shape = dataset.image_shape
     for s in (dataset.train_split, dataset.test_split):
       dataset.num_examples(s)
-  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype), head=config.model.head,
-                    cosine_scale=config.model.cosine_scale)
+  model = _build_model(config.model, dataset.num_classes)
   writer = metric_writers.create_default_writer(workdir, just_logging=not _is_main())
   writer.write_hparams({k: v for k, v in _flat_config(config).items()})
   init = pretrained.init_variables(config, model, image_shape, progress)

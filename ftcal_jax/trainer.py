@@ -174,7 +174,8 @@ def _loop(ctx: JobContext, run: _Run, state, step_fn, batches, rng, start: int) 
       mean = _mean_metrics(run, pending)
       pending = []
       ctx.writer.write_scalars(step, {f"{run.name}/{k}": v for k, v in mean.items()})
-      run.history.record(step, mean["loss"], state.params["head"]["kernel"], params=state.params)
+      run.history.record(step, mean["loss"], state.params["head"]["kernel"],
+                         params=variables_of(state.params, state.batch_stats))
       rate = (step - start) / max(time.time() - t_start, 1e-9)
       ctx.progress(f"{run.name}: step {step}/{run.steps} loss {mean['loss']:.4f} acc {mean['accuracy']:.3f} "
                    f"{rate:.1f} steps/s ETA {(run.steps - step) / max(rate, 1e-9):.0f}s")
@@ -223,7 +224,8 @@ def train_model(ctx: JobContext, run_name: str, method_name: str, *, train_split
   run = _open_run(ctx, run_name, method_name, train_split, classes, seed, steps)
   state, start = _restore(ctx, run, state)
   if start == 0:
-    run.history.record(0, float("nan"), state.params["head"]["kernel"], params=state.params)
+    run.history.record(0, float("nan"), state.params["head"]["kernel"],
+                       params=variables_of(state.params, state.batch_stats))
   ctx.progress(f"{run_name}: {method_name} on {num_examples} examples of {train_split}, {steps} steps of "
                f"{config.batch_size} ({opt_cfg.name}, lr {opt_cfg.lr:g})")
   batches = ctx.dataset.train_batches(train_split, global_batch=config.batch_size, seed=seed, classes=classes)

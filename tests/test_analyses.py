@@ -92,7 +92,7 @@ def test_logit_probe_runs_one_forward_on_its_samples():
   # Images are one-hot rows, so the logits are rows of the kernel: the kernel's rows are LOGITS.
   probe = logit_dynamics.LogitProbe(_LinearModel(), np.eye(2, dtype=np.float32), LABELS, SEEN, ~SEEN,
                                     train_step.make_mesh())
-  params = {"head": {"kernel": jax.numpy.asarray(LOGITS, jax.numpy.float32)}}
+  params = {"params": {"head": {"kernel": jax.numpy.asarray(LOGITS, jax.numpy.float32)}}}  # The variables.
   assert probe(params) == pytest.approx(
       {"u_logit_gt": 1.0, "u_logit_max_other_u": 4.5, "u_logit_max_s": 1.75, "u_logit_samples": 2.0})
   # Recorded beside the head statistics, and resumed from a record that lacks the curves (analysis switched on).
