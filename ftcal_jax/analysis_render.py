@@ -184,10 +184,8 @@ def _feature_movement_md(sec: Mapping[str, Any], figures: Mapping[str, str]) -> 
       "(cosine of the pre-trained class means), and the mean of cos(m_u, m_s) over all S classes as a baseline.", "",
       f"Mean over U classes: **{_fmt(sec['mean_cos_nearest'], 3)}** with the nearest S class, "
       f"{_fmt(sec['mean_cos_all_seen'], 3)} over all S classes; with the mean S movement (the shared shift) taken "
-      f"out: **{_fmt(sec.get('mean_cos_nearest_centred'), 3)}** and {_fmt(sec.get('mean_cos_all_seen_centred'), 3)} "
-      f"(computed in {sec['seconds']:.1f} s" +
-      (f"; t-SNE of {len(sec['tsne']['labels'])} test samples, {sec['tsne']['seconds']:.1f} s)."
-       if "tsne" in sec else ")."), ""
+      f"out: **{_fmt(sec.get('mean_cos_nearest_centred'), 3)}** and {_fmt(sec.get('mean_cos_all_seen_centred'), 3)}" +
+      (f" (t-SNE of {len(sec['tsne']['labels'])} test samples)." if "tsne" in sec else "."), ""
   ]
   rows = list(zip(sec["absent"], sec["nearest_seen"], map(_fmt, sec["cos_nearest"]), map(_fmt, sec["cos_all_seen"])))
   out += _table(["U class", "nearest S class", "cos with nearest S", "mean cos over S"], rows[:_MAX_ROWS])

@@ -88,7 +88,9 @@ def test_setup_py_requires_the_one_font_list(monkeypatch):
   calls = []
   monkeypatch.setattr(setuptools, "setup", lambda **kwargs: calls.append(kwargs))
   runpy.run_path(str(REPO / "setup.py"))
-  fontpkgs = [r for r in calls[0]["install_requires"] if r.startswith("fontpkg-")]
+  # The fonts belong to the [train] extra (the core installs with jax and numpy only).
+  assert not [r for r in calls[0]["install_requires"] if r.startswith("fontpkg-")]
+  fontpkgs = [r for r in calls[0]["extras_require"]["train"] if r.startswith("fontpkg-")]
   names = font_packages.PRINTED_PACKAGES + font_packages.HANDWRITING_PACKAGES
   assert fontpkgs == [f"fontpkg-{n}" for n in names] and len(names) == 31
   assert fonts.PRINTED_PACKAGES is font_packages.PRINTED_PACKAGES
