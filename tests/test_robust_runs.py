@@ -211,3 +211,25 @@ def test_class_splits_from_the_command_line(tmp_path, args, expected):
                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines()[-1].startswith(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,seen,absent", [
+    (["--config.class_split.num_seen=24"], 24, 23),
+    (["--config.class_split.kind=explicit", "--config.class_split.seen=0,1,2,3,4"], [0, 1, 2, 3, 4], 42),
+])
+def test_the_main_job_runs_the_class_split_given_on_the_command_line(data_dir, tmp_path, args, seen, absent):
+  """The whole job, as a user launches it: the split the flags give is the one trained on and reported."""
+  workdir = tmp_path / "w"
+  cmd = [
+      sys.executable, "-m", "ftcal_jax.main", f"--config={REPO}/configs/testing.py", f"--workdir={workdir}",
+      f"--config.dataset.data_dir={data_dir}", "--config.pcv.enabled=False", "--config.num_steps=2", *args
+  ]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO},
+                        timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  report = json.loads((workdir / "report.json").read_text())
+  split = report["class_split"]
+  assert (len(split["seen"]) if isinstance(seen, int) else split["seen"]) == seen
+  assert len(split["absent"]) == absent and not set(split["seen"]) & set(split["absent"])
+  assert report["test_samples"]["seen"] > 0 and report["test_samples"]["absent"] > 0

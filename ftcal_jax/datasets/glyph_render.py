@@ -197,8 +197,14 @@ def sample_rng(seed: int, face_id: str, char: str) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def render_samples(face: Face, char: str, count: int, style: str, seed: int,
-                   aug: Augmentation = Augmentation()) -> np.ndarray:
+def add_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+  """`image` plus i.i.d. Gaussian pixel noise of `std` grey levels, clipped to [0, 255]: a shift every class shares."""
+  noisy = image.astype(np.float32) + rng.normal(0.0, std, image.shape).astype(np.float32)
+  return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def render_samples(face: Face, char: str, count: int, style: str, seed: int, aug: Augmentation = Augmentation(),
+                   noise_std: float = 0.0) -> np.ndarray:
   """`count` augmented images of `char` in `face`.
 
   Args:
@@ -208,6 +214,9 @@ def render_samples(face: Face, char: str, count: int, style: str, seed: int,
     style: "filled" (source domain) or "outline" (target domain).
     seed: global seed; with (face, char) it fixes every sample.
     aug: augmentation ranges.
+    noise_std: if > 0, Gaussian pixel noise of this std (grey levels) is added
+      last (`add_noise`), drawn from a generator of its own so that the
+      glyphs themselves are those of the noise-free rendering.
 
   Returns:
     uint8 (count, 32, 32); the same arguments give the same bytes.
@@ -216,10 +225,12 @@ def render_samples(face: Face, char: str, count: int, style: str, seed: int,
     raise ValueError(f"style must be one of {STYLES}, got {style!r}.")
   rng = sample_rng(seed, face.face_id, char)
   master = master_glyph(face, char)
+  noise_rng = sample_rng(seed + 1, face.face_id, char)
   out = np.empty((count, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
   for i in range(count):
     img = augment(master, rng, aug)
-    out[i] = sketch(img) if style == "outline" else img
+    img = sketch(img) if style == "outline" else img
+    out[i] = add_noise(img, noise_std, noise_rng) if noise_std > 0 else img
   return out
 
 

@@ -9,8 +9,10 @@ ImageNet -> ImageNet-Sketch plays in the paper. Nothing is downloaded:
   builder.download_and_prepare()
   source = builder.as_data_source("source_train")
 
-Splits: source_train / source_test (disjoint font families), target_train /
-target_test (random per class, or disjoint font families in `font_disjoint`).
+Splits: source_train / source_test (disjoint font families); target_train /
+target_val / target_test (random per class, or, in `font_disjoint`, target_test
+from font families disjoint from the others'). target_val is for choosing a
+recipe: it shares no image with target_train or target_test.
 """
 
 import collections
@@ -22,7 +24,7 @@ import tensorflow_datasets as tfds
 from ftcal_jax.datasets import fonts
 from ftcal_jax.datasets import glyph_render
 
-SPLITS = ("source_train", "source_test", "target_train", "target_test")
+SPLITS = ("source_train", "source_test", "target_train", "target_val", "target_test")
 
 
 @dataclasses.dataclass(eq=False)
@@ -38,6 +40,14 @@ class GlyphsConfig(tfds.core.BuilderConfig):
       "font" holds out whole handwriting font families.
     target_test_fraction: share of target images ("random") or of font
       families per origin ("font") that goes to target_test.
+    target_val_fraction: share of each class's target images ("random"), or
+      of its images from the non-test fonts ("font"), that goes to target_val.
+    target_faces: which faces the target domain draws: "handwriting",
+      "printed" (every printed face: the class shapes the source knows, so the
+      shift is the style alone) or "both".
+    target_style: "outline" (3x3 dilation minus erosion) or "filled".
+    target_noise: std of Gaussian pixel noise (grey levels, 0-255) added to
+      every target image; 0 = none.
     seed: fixes every image and every split.
     printed_packages: `fontpkg-*` printed wheels (without the prefix).
     matplotlib_families: keys of `fonts.MATPLOTLIB_FAMILIES`.
@@ -49,6 +59,10 @@ class GlyphsConfig(tfds.core.BuilderConfig):
   source_test_fraction: float = 0.2
   target_split: str = "random"
   target_test_fraction: float = 0.5
+  target_val_fraction: float = 0.1
+  target_faces: str = "handwriting"
+  target_style: str = "outline"
+  target_noise: float = 0.0
   seed: int = 0
   printed_packages: tuple[str, ...] = fonts.PRINTED_PACKAGES
   matplotlib_families: tuple[str, ...] = tuple(fonts.MATPLOTLIB_FAMILIES)
@@ -105,7 +119,7 @@ def split_families(faces, test_fraction: float, seed: int):
   return train, test
 
 
-def render_face(face, style, count, seed):
+def render_face(face, style, count, seed, noise_std=0.0):
   """All images of one face: [(class index, sample index, PNG bytes)].
 
   One process builds the default config in 35-70 s on this project's shared
@@ -113,7 +127,7 @@ def render_face(face, style, count, seed):
   """
   out = []
   for label, char in enumerate(fonts.CLASSES):
-    images = glyph_render.render_samples(face, char, count, style, seed)
+    images = glyph_render.render_samples(face, char, count, style, seed, noise_std=noise_std)
     out += [(label, i, glyph_render.encode_png(img)) for i, img in enumerate(images)]
   return out
 
@@ -121,6 +135,27 @@ def render_face(face, style, count, seed):
 def _examples(faces, rendered):
   return [(f"{f.face_id}|{label:02d}|{i:03d}", png, label, f.face_id) for f in faces
           for label, i, png in rendered[f.face_id]]
+
+
+def _split_per_class(examples, fractions, seed):
+  """Random split within each class: `fractions` {split: share} of every class, target_train the rest.
+
+  Each named split gets round(share * n) of a class's n images, at least one; target_train keeps at least one.
+  """
+  rng = np.random.default_rng([seed, 1])
+  by_class = collections.defaultdict(list)
+  for e in examples:
+    by_class[e[2]].append(e)
+  out = {name: [] for name in (*fractions, "target_train")}
+  for label in sorted(by_class):
+    items = by_class[label]
+    order = rng.permutation(len(items)).tolist()
+    for name, share in fractions.items():
+      n = int(np.clip(round(share * len(items)), 1, max(1, len(order) - 1)))
+      out[name] += [items[j] for j in order[:n]]
+      order = order[n:]
+    out["target_train"] += [items[j] for j in order]
+  return out
 
 
 def _check_classes(split_name, examples):
@@ -134,8 +169,11 @@ def _check_classes(split_name, examples):
 class Glyphs(tfds.core.GeneratorBasedBuilder):
   """Printed (source) and outlined handwriting (target) characters, 47 classes."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "target_val, carved from what was target_train (target_test is unchanged), for choosing recipes.",
+  }
   BUILDER_CONFIGS = [
       GlyphsConfig(
           name="default", description="All fonts (160 printed, 30 handwriting faces, 44,180 "
@@ -160,49 +198,48 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     cfg = self.builder_config
+    if cfg.target_faces not in ("handwriting", "printed", "both"):
+      raise ValueError(f"target_faces must be 'handwriting', 'printed' or 'both', got {cfg.target_faces!r}.")
+    if cfg.target_style not in glyph_render.STYLES or cfg.target_noise < 0:
+      raise ValueError(f"target_style must be one of {glyph_render.STYLES} and target_noise >= 0, got "
+                       f"{cfg.target_style!r}, {cfg.target_noise}.")
     if cfg.target_split not in ("random", "font"):
       raise ValueError(f"target_split must be 'random' or 'font', got "
                        f"{cfg.target_split!r}.")
     if min(cfg.source_per_face_class, cfg.target_per_face_class) < 1:
       raise ValueError("source_per_face_class and target_per_face_class must "
                        "be >= 1.")
-    for name in ("source_test_fraction", "target_test_fraction"):
+    for name in ("source_test_fraction", "target_test_fraction", "target_val_fraction"):
       if not 0 < getattr(cfg, name) < 1:
         raise ValueError(f"{name} must lie in (0, 1), got {getattr(cfg, name)}.")
+    if cfg.target_split == "random" and cfg.target_test_fraction + cfg.target_val_fraction >= 1:
+      raise ValueError("target_test_fraction + target_val_fraction must be < 1 (target_train gets the rest), got "
+                       f"{cfg.target_test_fraction} + {cfg.target_val_fraction}.")
     printed = fonts.printed_faces(cfg.printed_packages, cfg.matplotlib_families)
     handwriting = fonts.handwriting_faces(cfg.handwriting_packages, cfg.hershey_names)
+    target_faces = {"handwriting": handwriting, "printed": printed, "both": handwriting + printed}[cfg.target_faces]
     src_train, src_test = split_families(printed, cfg.source_test_fraction, cfg.seed)
     src = {f.face_id: render_face(f, "filled", cfg.source_per_face_class, cfg.seed) for f in printed}
-    tgt = {f.face_id: render_face(f, "outline", cfg.target_per_face_class, cfg.seed) for f in handwriting}
+    # Printed faces in the target are drawn with another seed: other samples than the source's of the same face.
+    printed_ids = {f.face_id for f in printed}
+    tgt = {
+        f.face_id: render_face(f, cfg.target_style, cfg.target_per_face_class, cfg.seed + 2 *
+                               (f.face_id in printed_ids), cfg.target_noise) for f in target_faces
+    }
     splits = {
         "source_train": _examples(src_train, src),
         "source_test": _examples(src_test, src),
     }
     if cfg.target_split == "font":
-      tgt_train, tgt_test = split_families(handwriting, cfg.target_test_fraction, cfg.seed + 1)
-      splits["target_train"] = _examples(tgt_train, tgt)
+      tgt_rest, tgt_test = split_families(target_faces, cfg.target_test_fraction, cfg.seed + 1)
       splits["target_test"] = _examples(tgt_test, tgt)
+      splits.update(_split_per_class(_examples(tgt_rest, tgt), {"target_val": cfg.target_val_fraction}, cfg.seed))
     else:
-      splits.update(self._split_per_class(_examples(handwriting, tgt)))
+      parts = {"target_test": cfg.target_test_fraction, "target_val": cfg.target_val_fraction}
+      splits.update(_split_per_class(_examples(target_faces, tgt), parts, cfg.seed))
     for name, examples in splits.items():
       _check_classes(name, examples)
     return {name: self._generate_examples(ex) for name, ex in splits.items()}
-
-  def _split_per_class(self, examples):
-    """Random train/test split within each class, both sides non-empty."""
-    cfg = self.builder_config
-    rng = np.random.default_rng([cfg.seed, 1])
-    by_class = collections.defaultdict(list)
-    for e in examples:
-      by_class[e[2]].append(e)
-    train, test = [], []
-    for label in sorted(by_class):
-      items = by_class[label]
-      order = rng.permutation(len(items))
-      n_test = int(np.clip(round(cfg.target_test_fraction * len(items)), 1, max(1, len(items) - 1)))
-      test += [items[j] for j in order[:n_test]]
-      train += [items[j] for j in order[n_test:]]
-    return {"target_train": train, "target_test": test}
 
   def _generate_examples(self, examples):
     for key, png, label, font in examples:
