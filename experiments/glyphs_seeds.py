@@ -125,8 +125,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
       by_seed = {p["seed"]: p for p in t["per_seed"]}
       digits = 3 if any(p["unit"] == "AUSUC" for p in t["per_seed"]) else 2
       cells = [_finding_cell(by_seed.get(s), digits) for s in seeds]
-      lines.append(f"| {claim} | {t['holds']}/{n} | {_fmt(t['estimate'], digits=digits)} | " + " | ".join(cells) +
-                   " |")
+      lines.append(f"| {claim} | {t['holds']}/{n} | {_fmt(t['estimate'], digits=digits)} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

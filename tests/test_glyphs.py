@@ -152,6 +152,43 @@ def test_render_shapes_determinism_and_styles():
     glyph_render.render_samples(face, "g", 1, "bold", seed=0)
 
 
+def test_pixel_noise_is_added_last_and_is_seeded():
+  face = _dejavu()
+  clean = glyph_render.render_samples(face, "R", 64, "outline", seed=5)
+  noisy = glyph_render.render_samples(face, "R", 64, "outline", seed=5, noise_std=60.0)
+  again = glyph_render.render_samples(face, "R", 64, "outline", seed=5, noise_std=60.0)
+  assert noisy.tobytes() == again.tobytes()
+  diff = noisy.astype(np.float64) - clean
+  # Where clipping cannot act (mid-grey would be needed), the noise is the full Gaussian: check its spread on the
+  # background, where the clean image is 0 and the noise is clipped below at 0 (a half-normal: mean std*sqrt(2/pi)).
+  background = clean == 0
+  assert abs(diff[background].mean() - 60.0 * np.sqrt(2 / np.pi) / 2) < 2.0
+  assert (diff[background] >= 0).all() and diff[background].max() > 120
+
+
+def test_printed_target_images_are_other_samples_than_the_source(tmp_path):
+  # Filled and noise-free, a printed target image drawn with the source's seed would equal a source image.
+  builder = _build(tmp_path, glyphs.small_config(name="small_filled", target_style="filled", target_noise=0.0))
+  source = {x["image"].tobytes() for s in ("source_train", "source_test") for x in builder.as_data_source(s)}
+  printed = lambda x: not str(x["font"], "utf-8").startswith(("hershey", "delius", "indie"))
+  target = [x["image"].tobytes() for x in builder.as_data_source("target_train") if printed(x)]
+  assert len(target) > 100  # The default target draws printed faces too.
+  assert not source & set(target)
+
+
+def test_target_val_shares_no_image_with_train_or_test(small_dir):
+  builder = tfds.builder("glyphs", config="small", data_dir=str(small_dir))
+  images = {
+      s: [x["image"].tobytes() for x in builder.as_data_source(s)] for s in ("target_train", "target_val", "target_test")
+  }
+  sets = {s: set(v) for s, v in images.items()}
+  assert all(len(sets[s]) == len(images[s]) for s in sets)  # Noise makes every image unique.
+  assert not sets["target_val"] & sets["target_train"] and not sets["target_val"] & sets["target_test"]
+  assert not sets["target_train"] & sets["target_test"]
+  total = sum(len(v) for v in images.values())
+  assert 0.05 < len(images["target_val"]) / total < 0.2 and 0.4 < len(images["target_test"]) / total < 0.6
+
+
 def test_render_keeps_ink_inside_the_image():
   face = glyph_render.Face("hershey-script/scripts", "hershey-script", "hershey", hershey_name="scripts")
   images = glyph_render.render_samples(face, "W", 20, "outline", seed=0)
@@ -236,7 +273,7 @@ def test_missing_font_package_fails_the_build(tmp_path):
 def test_never_silently_drops_classes(tmp_path):
   # One target face with one image per class cannot fill both target splits.
   config = glyphs.small_config(name="small_thin", handwriting_packages=("delius",), hershey_names=(),
-                               target_per_face_class=1)
+                               target_faces="handwriting", target_per_face_class=1)
   with pytest.raises(ValueError, match="would lack classes"):
     _build(tmp_path, config)
 
