@@ -130,6 +130,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, t
       os.kill(proc.pid, signal.SIGKILL)
       proc.wait()
       killed_at = max(steps)
+      at_kill = sorted(os.listdir(ckpt_dir))  # What the kill left, for the messages below.
       break
     time.sleep(0.02)
   assert killed_at is not None, "the run finished (or hung) before a mid-training checkpoint appeared"
@@ -137,9 +138,15 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, t
 
   resumed = train.train_and_evaluate(_testing_config(data_dir, **overrides), str(workdir))
   with open(workdir / "summary.json") as f:
-    assert json.load(f)["runs"]["finetune"]["resumed_from"] >= killed_at
-  assert resumed["methods"] == reference["methods"]
-  np.testing.assert_array_equal(_finetune_test_logits(workdir), _finetune_test_logits(tmp_path / "reference"))
+    resumed_from = json.load(f)["runs"]["finetune"]["resumed_from"]
+  where = f"killed with {at_kill} in {ckpt_dir}, resumed from step {resumed_from}"
+  assert resumed_from >= killed_at, where
+  # The logits first: they tell a different training trajectory from a different report computation.
+  np.testing.assert_array_equal(_finetune_test_logits(workdir), _finetune_test_logits(tmp_path / "reference"),
+                                err_msg=where)
+  differ = sorted(k for k in set(resumed["methods"]) | set(reference["methods"])
+                  if resumed["methods"].get(k) != reference["methods"].get(k))
+  assert not differ, f"method rows {differ} differ ({where})"
 
 
 def test_a_workdir_from_another_config_is_refused(finished_run, tmp_path):
