@@ -32,7 +32,8 @@ def compare(new: str, shipped: str) -> str:
   if diffs[worst] == 0:
     return f"The rebuilt checkpoint equals the shipped one bit for bit ({len(diffs)} arrays)."
   changed = sum(d > 0 for d in diffs.values())
-  return f"The rebuilt checkpoint differs from the shipped one in {changed} of {len(diffs)} arrays (largest: {worst}, max |diff| {diffs[worst]:.3g})."
+  return (f"The rebuilt checkpoint differs from the shipped one in {changed} of {len(diffs)} arrays (largest: "
+          f"{worst}, max |diff| {diffs[worst]:.3g}).")
 
 
 def main():

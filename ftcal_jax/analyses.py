@@ -20,7 +20,7 @@ from ftcal_jax import head_geometry
 from ftcal_jax import logit_dynamics
 
 # History keys that are one value per run, not a curve: the report's `history` (the curves) leaves them out.
-NON_CURVE_KEYS = (head_geometry.MATRIX_KEY,)
+NON_CURVE_KEYS = (head_geometry.MATRIX_KEY, head_geometry.BLOCKS_KEY)
 
 
 def options(config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:

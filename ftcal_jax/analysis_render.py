@@ -37,7 +37,9 @@ def _ordered(runs: Mapping[str, Any]) -> List[str]:
 
 def head_cosine_figure(section: Mapping[str, Any], path: str) -> str:
   """Heatmaps of the head-update cosine matrix (S then U) of up to _MAX_PANELS runs."""
-  names = _ordered(section["runs"])[:_MAX_PANELS]
+  names = [n for n in _ordered(section["runs"]) if section["runs"][n]["matrix"] is not None][:_MAX_PANELS]
+  if not names:
+    return ""  # Only block means (more than head_geometry.MAX_MATRIX_CLASSES classes): nothing to draw.
   fig = _new_figure(4.6 * len(names) + 1.8, 4.8)
   axes = np.atleast_1d(fig.subplots(1, len(names)))
   k, num_seen = len(section["classes"]), section["num_seen"]
@@ -124,8 +126,9 @@ def write_figures(report: Mapping[str, Any], fig_dir: str) -> Dict[str, str]:
   """Draws every analysis figure the report has a section for; returns {figure name: PNG path}."""
   out = {}
   if report.get("head_update_cosine"):
-    out["head_update_cosine"] = head_cosine_figure(report["head_update_cosine"],
-                                                   os.path.join(fig_dir, "head_update_cosine.png"))
+    path = head_cosine_figure(report["head_update_cosine"], os.path.join(fig_dir, "head_update_cosine.png"))
+    if path:
+      out["head_update_cosine"] = path
   if report.get("logit_dynamics"):
     out["logit_dynamics"] = logit_dynamics_figure(report, os.path.join(fig_dir, "logit_dynamics.png"))
   if report.get("feature_movement"):
@@ -146,7 +149,9 @@ def _head_cosine_md(section: Mapping[str, Any], figures: Mapping[str, str]) -> L
   out = [
       "## Cosine similarity of the head-weight changes", "",
       "Δw_c = w_c(after) − w_c(before) for every class of S and U; means over the off-diagonal pairs of each "
-      "block (the whole matrix is in report.json).", ""
+      "block (the whole matrix is in report.json" +
+      (")." if all(r["matrix"] is not None
+                   for r in section["runs"].values()) else "; with this many classes only the means are kept)."), ""
   ]
   out += _table(["model", "mean cos within S", "mean cos within U", "mean cos across S×U"], rows)
   if "head_update_cosine" in figures:

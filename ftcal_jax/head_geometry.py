@@ -10,6 +10,8 @@ classes of the split (S first, then U, each in the split's order), and its three
 
 `update_cosine_matrix` runs once at the end of a run (train.py stores its result in the run's history under
 MATRIX_KEY, so a cached run keeps it); `section` turns the stored matrices into the report's `head_update_cosine`.
+Above MAX_MATRIX_CLASSES classes (an ImageNet head: 10^6 entries per run, tens of MB of JSON) only the block means are
+stored (under BLOCKS_KEY) and reported, and the report says so.
 A class whose weights did not move has no direction: its row and column are NaN and the means skip them.
 """
 
@@ -18,6 +20,8 @@ from typing import Any, Dict, Mapping, Sequence
 import numpy as np
 
 MATRIX_KEY = "head_update_cos_matrix"  # The run-history key of the (K, K) matrix (not a per-step curve).
+BLOCKS_KEY = "head_update_cos_blocks"  # The run-history key of the block means alone (K > MAX_MATRIX_CLASSES).
+MAX_MATRIX_CLASSES = 256  # Up to this K the matrix itself is kept in history.json and report.json, and drawn.
 _DIGITS = 4  # The report's copy of the matrix is rounded (the means use the full one): it is there to be drawn.
 
 
@@ -62,10 +66,14 @@ def block_means(matrix: np.ndarray, num_seen: int) -> Dict[str, float]:
   }
 
 
-def run_record(kernel: Any, init_kernel: Any, class_split: Any) -> Dict[str, list]:
-  """The history entry of one finished run: {MATRIX_KEY: (K, K) nested list}, S then U of `class_split`."""
+def run_record(kernel: Any, init_kernel: Any, class_split: Any) -> Dict[str, Any]:
+  """The history entry of one finished run: {MATRIX_KEY: (K, K) nested list}, S then U of `class_split`; above
+  MAX_MATRIX_CLASSES classes {BLOCKS_KEY: block_means} instead."""
   order = list(class_split.seen) + list(class_split.absent)
-  return {MATRIX_KEY: update_cosine_matrix(np.asarray(kernel), np.asarray(init_kernel), order).tolist()}
+  matrix = update_cosine_matrix(np.asarray(kernel), np.asarray(init_kernel), order)
+  if len(order) > MAX_MATRIX_CLASSES:
+    return {BLOCKS_KEY: block_means(matrix, len(class_split.seen))}
+  return {MATRIX_KEY: matrix.tolist()}
 
 
 def section(history: Mapping[str, Mapping[str, Any]], class_split: Any) -> Dict[str, Any]:
@@ -77,13 +85,16 @@ def section(history: Mapping[str, Mapping[str, Any]], class_split: Any) -> Dict[
 
   Returns:
     {'classes': the K class ids in order, 'num_seen': |S|, 'runs': {name: {'matrix', 'within_seen',
-    'within_absent', 'across'}}}, or {} when no run has a matrix.
+    'within_absent', 'across'}}}, or {} when no run has a matrix. 'matrix' is None for runs that stored only
+    the block means (K > MAX_MATRIX_CLASSES).
   """
   order = [int(c) for c in list(class_split.seen) + list(class_split.absent)]
   runs = {}
   for name, hist in history.items():
     matrix = hist.get(MATRIX_KEY)
     if matrix is None:
+      if hist.get(BLOCKS_KEY) is not None:
+        runs[name] = {"matrix": None, **{k: float(v) for k, v in hist[BLOCKS_KEY].items()}}
       continue
     matrix = np.asarray(matrix, np.float64)
     if matrix.shape != (len(order), len(order)):

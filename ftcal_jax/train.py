@@ -120,15 +120,19 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
   return preds, history
 
 
+def _model_options(model_cfg) -> Dict[str, Any]:
+  """get_model's head options; the head option (linear or cosine) exists for the ViT only (models/vit.py)."""
+  if model_cfg.head == "linear":
+    return {}
+  if model_cfg.name not in MODEL_CONFIGS:
+    raise ValueError(f"config.model.head={model_cfg.head!r} is implemented for the ViT models only; got "
+                     f"config.model.name={model_cfg.name!r}. Use config.model.head='linear' for it.")
+  return dict(head=model_cfg.head, cosine_scale=float(model_cfg.cosine_scale))
+
+
 def _build_model(model_cfg, num_classes: int):
-  """The configured backbone; the head option (linear or cosine) exists for the ViT only (models/vit.py)."""
-  options = {}
-  if model_cfg.head != "linear":
-    if model_cfg.name not in MODEL_CONFIGS:
-      raise ValueError(f"config.model.head={model_cfg.head!r} is implemented for the ViT models only; got "
-                       f"config.model.name={model_cfg.name!r}. Use config.model.head='linear' for it.")
-    options = dict(head=model_cfg.head, cosine_scale=model_cfg.cosine_scale)
-  return get_model(model_cfg.name, num_classes, dtype=jnp.dtype(model_cfg.dtype), **options)
+  """The configured backbone with its head option."""
+  return get_model(model_cfg.name, num_classes, dtype=jnp.dtype(model_cfg.dtype), **_model_options(model_cfg))
 
 
 def _dataset_config(config) -> Dict[str, Any]:
@@ -308,7 +312,11 @@ def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optio
     return None
   path = os.path.join(ctx.workdir, "finetune_calibrated.npz")
   info = {
-      "model": ctx.config.model.name, "num_classes": int(ctx.split.num_classes), "seen_classes": list(ctx.split.seen)
+      "model": ctx.config.model.name,
+      "num_classes": int(ctx.split.num_classes),
+      "seen_classes": list(ctx.split.seen),
+      "get_model_overrides":
+          _model_options(ctx.config.model)  # get_model(model, num_classes, **these) rebuilds it.
   }
   if ctx.class_mask is not None:  # the report scored only these head classes; a deployment should drop the rest
     info["scored_classes"] = np.flatnonzero(ctx.class_mask).tolist()

@@ -274,3 +274,22 @@ def test_the_job_records_the_analyses_and_a_resume_keeps_the_logit_curves(small_
     assert json.load(f)["runs"]["finetune"]["resumed_from"] == config.checkpoint_every_steps
   for key in logit_dynamics.KEYS:
     np.testing.assert_allclose(again["history"]["finetune"][key], hist[key], rtol=1e-5)
+
+
+def test_head_update_cosine_keeps_only_block_means_for_large_heads():
+  """An ImageNet-sized split: the history and report hold the three block means, not a 10^6-entry matrix."""
+  rng = np.random.default_rng(0)
+  c = head_geometry.MAX_MATRIX_CLASSES + 44
+  split = ClassSplit.random(c, 150, seed=0)
+  init = rng.normal(size=(16, c))
+  kernel = init + rng.normal(size=(16, c))
+  record = head_geometry.run_record(kernel, init, split)
+  assert set(record) == {head_geometry.BLOCKS_KEY}
+  order = list(split.seen) + list(split.absent)
+  expected = head_geometry.block_means(head_geometry.update_cosine_matrix(kernel, init, order), 150)
+  section = head_geometry.section({"finetune": record}, split)
+  assert section["runs"]["finetune"]["matrix"] is None
+  for key, value in expected.items():
+    assert section["runs"]["finetune"][key] == pytest.approx(value, abs=1e-12)
+  small = ClassSplit.random(10, 5, seed=0)
+  assert set(head_geometry.run_record(kernel[:, :10], init[:, :10], small)) == {head_geometry.MATRIX_KEY}

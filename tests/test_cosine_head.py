@@ -23,13 +23,15 @@ def test_cosine_logits_equal_scaled_cosine_in_numpy():
   out = jax.jit(model.apply)({"params": params}, images)
   f = np.asarray(out["pre_logits"], np.float64)
   w = np.asarray(params["head"]["kernel"], np.float64)  # (D, C)
-  want = 7.0 * (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0, keepdims=True))
-  np.testing.assert_allclose(np.asarray(out["logits"]), want, rtol=1e-5, atol=1e-5)
-  assert np.abs(np.asarray(out["logits"])).max() <= 7.0 + 1e-5
-  # The bias is unused: changing it changes nothing.
-  moved = {**params, "head": {**params["head"], "bias": params["head"]["bias"] + 3.0}}
-  np.testing.assert_array_equal(np.asarray(jax.jit(model.apply)({"params": moved}, images)["logits"]),
-                                np.asarray(out["logits"]))
+  b = np.asarray(params["head"]["bias"], np.float64)
+  cos = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0, keepdims=True))
+  np.testing.assert_allclose(np.asarray(out["logits"]), 7.0 * cos + b, rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(out["logits"]) - b).max() <= 7.0 + 1e-5
+  # The bias is a plain additive offset (export.py folds γ into it).
+  offset = np.arange(5, dtype=np.float32)
+  moved = {**params, "head": {**params["head"], "bias": params["head"]["bias"] + offset}}
+  np.testing.assert_allclose(np.asarray(jax.jit(model.apply)({"params": moved}, images)["logits"]),
+                             np.asarray(out["logits"]) + offset, rtol=0, atol=1e-5)
 
 
 def test_linear_checkpoint_restores_into_cosine_head(tmp_path):
@@ -58,3 +60,21 @@ def test_fresh_cosine_head_is_not_zero_and_gradients_are_finite():
   grads = jax.jit(jax.grad(loss))(params)
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   np.testing.assert_array_equal(np.asarray(grads["head"]["bias"]), 0.0)
+
+
+def test_a_linear_checkpoint_starts_the_cosine_offset_at_zero(tmp_path):
+  """init_variables keeps the linear kernel but not its bias, which means nothing to cosine scores."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ftcal_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+  linear = get_model("ViT-testing", 5)
+  params = _params(linear, seed=5)
+  path = os.path.join(tmp_path, "linear.npz")
+  weights.save_npz(jax.device_get(params), path)
+  config = ml_collections.ConfigDict({"init_checkpoint": path, "init_head": "keep", "seed": 0, "model": {}})
+  lines = []
+  got = pretrained.init_variables(config, get_model("ViT-testing", 5, head="cosine"), (16, 16, 3), lines.append)
+  np.testing.assert_array_equal(np.asarray(got["params"]["head"]["bias"]), 0.0)
+  np.testing.assert_array_equal(np.asarray(got["params"]["head"]["kernel"]), np.asarray(params["head"]["kernel"]))
+  assert "offset set to 0" in lines[-1]
+  kept = pretrained.init_variables(config, linear, (16, 16, 3), lines.append)  # A linear head keeps its bias.
+  np.testing.assert_array_equal(np.asarray(kept["params"]["head"]["bias"]), np.asarray(params["head"]["bias"]))

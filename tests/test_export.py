@@ -18,9 +18,9 @@ CLASSES = 6
 ABSENT = np.array([False, True, False, True, True, False])
 
 
-@functools.lru_cache(maxsize=1)
-def _random_model(seed=0):
-  model = get_model("ViT-testing", num_classes=CLASSES)
+@functools.lru_cache(maxsize=2)
+def _random_model(seed=0, head="linear"):
+  model = get_model("ViT-testing", num_classes=CLASSES, head=head)
   # Shapes only (no compile): restore_into takes them, and the values below are random anyway.
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(seed), jnp.zeros((1, 16, 16, 3)))["params"]
   # Random values for every leaf (Flax zero-initialises the head, where all logits would tie).
@@ -33,8 +33,9 @@ def _logits(model, params, images):
   return np.asarray(evaluation.make_predict_fn(model)(params, images)[0])
 
 
-def test_exported_model_equals_shift_absent(tmp_path):
-  model, init, params = _random_model()
+@pytest.mark.parametrize("head", ["linear", "cosine"])
+def test_exported_model_equals_shift_absent(tmp_path, head):
+  model, init, params = _random_model(head=head)
   images = jax.random.normal(jax.random.PRNGKey(2), (128, 16, 16, 3))
   logits = _logits(model, params, images)
   gamma = float(np.median(logits[:, ~ABSENT].max(1) - logits[:, ABSENT].max(1)))  # flips about half the rows

@@ -178,9 +178,8 @@ def test_printed_target_images_are_other_samples_than_the_source(tmp_path):
 
 def test_target_val_shares_no_image_with_train_or_test(small_dir):
   builder = tfds.builder("glyphs", config="small", data_dir=str(small_dir))
-  images = {
-      s: [x["image"].tobytes() for x in builder.as_data_source(s)] for s in ("target_train", "target_val", "target_test")
-  }
+  splits = ("target_train", "target_val", "target_test")
+  images = {s: [x["image"].tobytes() for x in builder.as_data_source(s)] for s in splits}
   sets = {s: set(v) for s, v in images.items()}
   assert all(len(sets[s]) == len(images[s]) for s in sets)  # Noise makes every image unique.
   assert not sets["target_val"] & sets["target_train"] and not sets["target_val"] & sets["target_test"]

@@ -35,7 +35,9 @@ class GlyphsConfig(tfds.core.BuilderConfig):
 
   Attributes:
     source_per_face_class: images per (printed face, class).
-    target_per_face_class: images per (handwriting face, class).
+    target_per_face_class: target images per (handwriting face, class).
+    target_per_printed_face_class: target images per (printed face, class);
+      None = target_per_face_class.
     source_test_fraction: share of printed font families held out for
       source_test (per origin: fontpkg wheels and matplotlib separately).
     target_split: "random" splits target images at random within each class;
@@ -58,6 +60,7 @@ class GlyphsConfig(tfds.core.BuilderConfig):
   """
   source_per_face_class: int = 4
   target_per_face_class: int = 2
+  target_per_printed_face_class: int | None = None
   source_test_fraction: float = 0.2
   target_split: str = "random"
   target_test_fraction: float = 0.5
@@ -160,6 +163,12 @@ def _split_per_class(examples, fractions, seed):
   return out
 
 
+def _target_count(cfg, printed: bool) -> int:
+  if printed and cfg.target_per_printed_face_class is not None:
+    return cfg.target_per_printed_face_class
+  return cfg.target_per_face_class
+
+
 def _check_classes(split_name, examples):
   present = {e[2] for e in examples}
   missing = [fonts.CLASSES[i] for i in range(len(fonts.CLASSES)) if i not in present]
@@ -231,7 +240,7 @@ class Glyphs(tfds.core.GeneratorBasedBuilder):
     # Printed faces in the target are drawn with another seed: other samples than the source's of the same face.
     printed_ids = {f.face_id for f in printed}
     tgt = {
-        f.face_id: render_face(f, cfg.target_style, cfg.target_per_face_class,
+        f.face_id: render_face(f, cfg.target_style, _target_count(cfg, f.face_id in printed_ids),
                                cfg.seed + 2 * (f.face_id in printed_ids), cfg.target_noise) for f in target_faces
     }
     splits = {

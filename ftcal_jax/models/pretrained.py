@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ftcal_jax import integrity
 from ftcal_jax.models import load
@@ -60,7 +61,11 @@ def init_variables(config: Any, model: Any, image_shape: Sequence[int], progress
                                   image_shape=image_shape, text_embeddings=text)
   # Before training: NaN weights would give a NaN loss whose message blames the learning rate.
   integrity.check_finite(variables, path)
-  progress(f"Loaded {path} (head policy {head!r}{', CLIP zero-shot head from ' + text if text else ''})")
+  note = ""
+  if getattr(model, "head", "linear") == "cosine":  # Its bias is a fixed offset (vit.CosineHead): 0 at the start.
+    variables["params"]["head"]["bias"] = np.zeros_like(np.asarray(variables["params"]["head"]["bias"]))
+    note = "; cosine head: its offset set to 0"
+  progress(f"Loaded {path} (head policy {head!r}{', CLIP zero-shot head from ' + text if text else ''}{note})")
   return jax.tree.map(jnp.asarray, variables)
 
 

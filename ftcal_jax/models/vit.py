@@ -272,14 +272,16 @@ class PatchEmbedding(nn.Module):
 
 
 class CosineHead(nn.Module):
-  """A cosine classifier, logits_c = s * cos(w_c, f): the paper's cosine-classifier row, with a fixed scale s.
+  """A cosine classifier, logits_c = s * cos(w_c, f) + b_c: the paper's cosine-classifier row, with a fixed scale s.
 
-  It declares the linear head's two leaves, `kernel` (D, C) and `bias` (C,), so that the parameter tree is the
-  same for both heads and a linear checkpoint (or a run's checkpoint) loads into either. The bias is unused (a
-  cosine score has no offset): it keeps its loaded value and gets a zero gradient. The kernel starts from
+  It has the linear head's two leaves, `kernel` (D, C) and `bias` (C,), so that the parameter tree is the same for
+  both heads and a linear checkpoint (or a run's checkpoint) loads into either. The bias is a fixed logit offset,
+  never trained (stop_gradient: a zero gradient, so it keeps its value): a linear head's bias does not belong to
+  cosine scores, so `models.pretrained.init_variables` starts it at 0, and export.py folds a calibration's γ into it
+  (b_c += γ for c in U), so a calibrated cosine model predicts with a plain argmax. The kernel starts from
   lecun_normal, not zeros as the linear head: a zero vector has no direction, and the normalisation's gradient at
-  zero is unbounded. The scale s is a fixed hyper-parameter (config.model.cosine_scale), not learned, so the
-  tree gains no leaf; cosines lie in [-1, 1], so s bounds the logit range, hence how confident the softmax gets.
+  zero is unbounded. The scale s is a fixed hyper-parameter (config.model.cosine_scale), not learned, so the tree
+  gains no leaf; cosines lie in [-1, 1], so s bounds the logit range, hence how confident the softmax gets.
   """
   num_classes: int
   scale: float
@@ -287,12 +289,12 @@ class CosineHead(nn.Module):
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.num_classes))
-    self.param("bias", nn.initializers.zeros, (self.num_classes,))  # Declared for the tree only; unused.
+    bias = self.param("bias", nn.initializers.zeros, (self.num_classes,))  # A fixed offset: 0, or γ on U.
     x = x.astype(jnp.float32)
     # rsqrt(|v|^2 + eps): finite at v = 0 (a zero feature or class vector scores 0).
     f = x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
     w = kernel * jax.lax.rsqrt(jnp.sum(kernel * kernel, axis=0, keepdims=True) + 1e-12)
-    return self.scale * (f @ w)
+    return self.scale * (f @ w) + jax.lax.stop_gradient(bias).astype(jnp.float32)
 
 
 class VisionTransformer(nn.Module):
