@@ -143,6 +143,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_steps = 0  # If > 0, overrides num_epochs with a fixed step count.
   config.batch_size = PAPER_BATCH  # Global batch over all devices of all hosts (must divide by the device count).
   config.eval_batch_size = 512  # Global eval batch (the last one is padded and masked).
+  # True: the gradients are all-gathered and summed over devices in a fixed order (train_step.py), so that any
+  # process x device layout with the same device count gives bit-identical results (a pod launch checked against
+  # one machine); costs (devices - 1) x the gradient memory. No BatchNorm models, no LOLSGD.
+  config.exact_reductions = False
 
   config.holistic_transfer = ml_collections.ConfigDict()
   config.holistic_transfer.distill_weight = 1.0  # lambda of the U-logit distillation (holistic_transfer.py).

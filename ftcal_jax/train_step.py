@@ -6,6 +6,13 @@ so XLA updates it in place. The gradient all-reduce is implied by the shardings;
 The same function runs on one CPU, on 8 fake CPU devices, and on every host of a pod after
 `jax.distributed.initialize()` (the mesh then spans all processes' devices).
 
+An all-reduce sums the devices' gradients in an order that depends on the layout: XLA's in-process all-reduce and
+gloo's across processes round differently in the last bits, so 2 processes x 2 devices and 1 process x 4 devices
+drift apart by ~1e-5. `exact_reductions=True` (config.exact_reductions) makes them bit-identical: each device's
+share of the batch is a chunk of a vmap, the per-chunk gradients are all-gathered (exact copies) and summed in
+chunk order on every device. It costs (devices - 1) x the gradient memory, so it is for checking a pod launch
+against one machine and for bisecting, not for training a ViT-B over 256 chips.
+
 Models with BatchNorm (the ResNets) carry `batch_stats` in the state. Fine-tuning runs BatchNorm in train mode and
 updates the running statistics, as the paper's PyTorch code does (`model.train()`); with the batch sharded over the
 mesh, the batch statistics are those of the global batch, not of each device's shard. A linear probe (only the head
@@ -136,10 +143,43 @@ def _make_loss_fn(model, method: Method, taps, bias, absent_mask, ldifs_config, 
   return loss_fn
 
 
+def _ordered_sum(x: jnp.ndarray) -> jnp.ndarray:
+  """x[0] + x[1] + ... + x[n-1] over the leading axis, added left to right (no tree reduction)."""
+  total = x[0]
+  for i in range(1, x.shape[0]):
+    total = total + x[i]
+  return total
+
+
+def _exact_value_and_grad(grad_fn, mesh: Mesh):
+  """grad_fn's (loss, aux), grads over the global batch, reduced over devices in a fixed order (module docstring)."""
+  n = mesh.devices.size
+  chunked = NamedSharding(mesh, P(DATA_AXIS))
+  replicated = NamedSharding(mesh, P())
+
+  def value_and_grad(params, batch_stats, ref_params, ref_batch_stats, batch, rng):
+    if batch_stats is not None:
+      raise ValueError("exact_reductions does not support BatchNorm models (their statistics are reduced over "
+                       "the global batch too); set config.exact_reductions=False.")
+    chunks = jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
+    chunks = jax.lax.with_sharding_constraint(chunks, chunked)  # Chunk i is device i's share of the batch.
+
+    def one(chunk, i):
+      return grad_fn(params, None, ref_params, ref_batch_stats, chunk, jax.random.fold_in(rng, i))
+
+    (loss, (aux, _)), grads = jax.vmap(one)((chunks), jnp.arange(n))
+    # All-gather (exact), then the same left-to-right sum on every device: the layout cannot change the bits.
+    gathered = jax.lax.with_sharding_constraint((loss, aux, grads), replicated)
+    loss, aux, grads = jax.tree.map(lambda x: _ordered_sum(x) / n, gathered)  # The mean of equal-size chunks.
+    return (loss, (aux, None)), grads
+
+  return value_and_grad
+
+
 def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt_config, mesh: Mesh, *,
                     absent_mask: Optional[np.ndarray] = None, logit_mask: Optional[np.ndarray] = None,
                     ldifs_config=None, ht_config=None, input_affine: input_pipeline.InputAffine = None,
-                    jit: bool = True):
+                    jit: bool = True, exact_reductions: bool = False):
   """Builds the jitted train step.
 
   Args:
@@ -156,6 +196,8 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
     input_affine: the checkpoint's input normalisation (input_pipeline.model_input_affine), applied to the batch's
       [-1, 1] images before the model; None feeds them as they are.
     jit: False returns the bare step function (lolsgd.py traces it in each local copy).
+    exact_reductions: sum the devices' gradients in a fixed order after an all-gather (module docstring), so that
+      every process x device layout with the same device count gives the same bits.
 
   Returns:
     step(state, batch, rng) -> (state, metrics): batch {'image': (B, H, W, C) f32, 'label': (B,) i32} sharded on
@@ -171,9 +213,12 @@ def make_train_step(model, method: Method, tx: optax.GradientTransformation, opt
   bias = None if logit_mask is None else jnp.where(jnp.asarray(logit_mask, bool), 0.0, -1e9)
   loss_fn = _make_loss_fn(model, method, taps, bias, absent_mask, ldifs_config, ht_config, input_affine)
 
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if exact_reductions:
+    grad_fn = _exact_value_and_grad(grad_fn, mesh)
+
   def step(state: TrainState, batch: Dict[str, jnp.ndarray], rng) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (aux, batch_stats)), grads = grad_fn(state.params, state.batch_stats, state.ref_params,
                                                 state.ref_batch_stats, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

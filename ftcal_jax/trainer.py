@@ -105,6 +105,10 @@ def _make_step(ctx: JobContext, method: methods.Method, opt_cfg) -> Tuple[Any, A
                   ldifs_config=ctx.config.ldifs, ht_config=ctx.config.holistic_transfer, input_affine=ctx.input_affine)
     if method.update == "lolsgd":  # Leave-out local SGD rounds (lolsgd.py), one per batch.
       kwargs.update(seen=ctx.split.seen, num_classes=ctx.split.num_classes, lolsgd_config=ctx.config.holistic_transfer)
+    if method.update == "lolsgd" and ctx.config.exact_reductions:
+      raise ValueError("config.exact_reductions is not implemented for holistic_transfer_lolsgd; set it to False.")
+    if method.update != "lolsgd":
+      kwargs["exact_reductions"] = bool(ctx.config.exact_reductions)
     make = lolsgd.make_lolsgd_step if method.update == "lolsgd" else train_step_lib.make_train_step
     step_fn = make(ctx.model, method, tx, opt_cfg, ctx.mesh, **kwargs)
     ctx.step_fns[key] = (tx, step_fn)

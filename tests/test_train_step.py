@@ -31,7 +31,7 @@ def _batches(n, batch=16, seed=0):
     yield {"image": images, "label": labels}
 
 
-def _setup(method_name, mesh, opt=None, steps=10):
+def _setup(method_name, mesh, opt=None, steps=10, exact=False):
   model = get_model("ViT-testing", NUM_CLASSES, num_layers=1)  # One block: the step compiles in about a second.
   params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))["params"]
   # A non-zero head, as after pre-training, so that every parameter gets a gradient.
@@ -44,12 +44,12 @@ def _setup(method_name, mesh, opt=None, steps=10):
   ldifs_cfg = ml_collections.ConfigDict(dict(alpha=10.0, taps=(), normalisation="channel"))
   ht_cfg = ml_collections.ConfigDict(dict(distill_weight=1.0, temperature=2.0))
   step = train_step.make_train_step(model, method, tx, opt, mesh, absent_mask=ABSENT, ldifs_config=ldifs_cfg,
-                                    ht_config=ht_cfg)
+                                    ht_config=ht_cfg, exact_reductions=exact)
   return params, state, step
 
 
-def _run(method_name, mesh, n=5, opt=None):
-  params, state, step = _setup(method_name, mesh, opt)
+def _run(method_name, mesh, n=5, opt=None, exact=False):
+  params, state, step = _setup(method_name, mesh, opt, exact=exact)
   sharding = NamedSharding(mesh, P("data"))
   losses = []
   for batch in _batches(n):
@@ -69,6 +69,18 @@ def test_eight_devices_match_one_device_without_retracing():
   assert int(s8.step) == 5
   assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(s8.params))
   assert step8._cache_size() == 1  # pylint: disable=protected-access  (five steps, one trace)
+
+
+def test_exact_reductions_do_not_depend_on_the_device_order_and_match_the_all_reduce():
+  """The fixed-order sum: the same bits whichever device holds which shard; the all-reduce's numbers to rounding."""
+  _, exact, l_exact, _ = _run("finetune", train_step.make_mesh(), exact=True)
+  _, reordered, l_reordered, _ = _run("finetune", train_step.make_mesh(jax.devices()[::-1]), exact=True)
+  _, plain, l_plain, _ = _run("finetune", train_step.make_mesh())
+  assert l_exact == l_reordered and l_exact[-1] < l_exact[0]
+  chex.assert_trees_all_equal(jax.device_get(exact.params), jax.device_get(reordered.params))
+  np.testing.assert_allclose(l_exact, l_plain, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(exact.params), jax.tree.leaves(plain.params)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_linear_probe_and_holistic_transfer_freeze_their_parts():
