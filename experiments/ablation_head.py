@@ -3,7 +3,8 @@ r"""Ablation: the classifier head of fine-tuning, the FC (linear) head vs a cosi
 The paper's table compares an NN with an FC head and one with a cosine classifier (s * cos(w_c, f)). Both arms
 here are the Glyphs demo's FT (configs/glyphs.py: its checkpoint, split, optimiser and epochs), FT only and no PCV
 (the rows need neither); only config.model.head differs. The cosine arm starts from the same checkpoint: its
-linear head's kernel becomes the class vectors w_c (the bias is unused), so the pre-trained row changes as well.
+linear head's kernel becomes the class vectors w_c (its bias, a fixed offset there, starts at 0), so the pre-trained
+row changes as well.
 
 Arg: 'linear' or 'cosine' [,epochs=E] [,scale=S] [,runlocal]. As a script it runs both arms in one process and
 prints and writes the two rows (AUSUC, Acc_y/y, Acc_s/y, Acc_u/y of FT and of the pre-trained model):

@@ -2,7 +2,7 @@ r"""Writes a contact sheet of Glyphs samples: printed source vs outlined target.
 
 One column per class (the 47 EMNIST-balanced characters); the top rows are
 source_train images (printed faces, filled), the bottom rows target_train
-images (handwriting faces drawn as outlines). Builds the dataset if needed.
+images (every face drawn as outlines under pixel noise). Builds the dataset if needed.
 
   python experiments/glyphs_contact_sheet.py \
       --config=default --out=docs/glyphs_contact_sheet.png
@@ -54,7 +54,7 @@ def contact_sheet(source: np.ndarray, target: np.ndarray) -> Image.Image:
   font = ImageFont.truetype(str(fonts.matplotlib_font_files("dejavu-sans")[0]), 11)
   for c, char in enumerate(fonts.CLASSES):
     draw.text((_LEFT + c * step + _CELL // 2, _TOP // 2), char, fill=0, font=font, anchor="mm")
-  for b, (grid, name) in enumerate(((source, "source\nprinted"), (target, "target\nhandwriting\noutlines"))):
+  for b, (grid, name) in enumerate(((source, "source\nprinted"), (target, "target\nnoisy\noutlines"))):
     y0 = _TOP + b * (band + sep)
     draw.multiline_text((4, y0 + band // 2), name, fill=0, font=font, anchor="lm")
     for r in range(rows):
