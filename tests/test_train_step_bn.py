@@ -29,7 +29,7 @@ def _batch(seed=0, n=16):
   return {"image": images, "label": labels}
 
 
-def _run(method_name, devices, steps=2):
+def _run(method_name, devices, steps=2, exact=False):
   """(initial variables, final state, per-step metrics) of `steps` steps of a two-stage ResNet."""
   model = get_model("ResNet-testing", CLASSES, stage_sizes=(1, 1))
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
@@ -45,7 +45,7 @@ def _run(method_name, devices, steps=2):
                                         batch_stats=variables["batch_stats"],
                                         ref_batch_stats=variables["batch_stats"] if ref else None)
   ldifs_cfg = ml_collections.ConfigDict(dict(alpha=10.0, taps=(), normalisation="channel"))
-  step = train_step.make_train_step(model, method, tx, opt, mesh, ldifs_config=ldifs_cfg)
+  step = train_step.make_train_step(model, method, tx, opt, mesh, ldifs_config=ldifs_cfg, exact_reductions=exact)
   history = []
   for i in range(steps):
     state, metrics = step(state, jax.device_put(_batch(i), NamedSharding(mesh, P("data"))), jax.random.key(2))
@@ -82,3 +82,8 @@ def test_ldifs_reference_uses_frozen_statistics():
   assert history[0]["reg"] > 0 and np.isfinite(history[0]["loss"])
   jax.tree.map(np.testing.assert_array_equal, state.ref_batch_stats, init["batch_stats"])
   assert not np.allclose(state.batch_stats["bn1"]["mean"], init["batch_stats"]["bn1"]["mean"])
+
+
+def test_exact_reductions_refuse_batchnorm_with_the_fix():
+  with pytest.raises(ValueError, match="exact_reductions does not support BatchNorm.*exact_reductions=False"):
+    _run("finetune", jax.devices()[:2], steps=1, exact=True)
