@@ -25,10 +25,10 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 40
+STEPS = 24
 OVERRIDES = {
     "model.name": "ViT-glyphs/8", "init_checkpoint": "glyphs_vit8_pretrained.npz", "num_steps": STEPS,
-    "checkpoint_every_steps": 10, "log_every_steps": 10, "exact_reductions": True
+    "checkpoint_every_steps": 6, "log_every_steps": 6, "exact_reductions": True
 }
 HEARTBEAT_S = 5
 

@@ -38,6 +38,7 @@ def _kernel_env(monkeypatch, tmp_path):
   # The kernel is a plain user session: one CPU device (not the tests' 8 fake ones), this venv's Python.
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   monkeypatch.setenv("FTCAL_WORKDIR", str(tmp_path / "walkthrough"))
+  monkeypatch.setenv("FTCAL_CONFIG_ARG", "runlocal")  # 1 epoch of FT: the cells and their outputs, not the numbers.
   monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
 
 

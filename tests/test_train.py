@@ -109,7 +109,7 @@ def test_a_completed_method_is_not_trained_again(finished_run, tmp_path, capsys)
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, tmp_path):
-  overrides = {"num_steps": 300, "checkpoint_every_steps": 50, "log_every_steps": 50}
+  overrides = {"num_steps": 150, "checkpoint_every_steps": 25, "log_every_steps": 25}
   reference = train.train_and_evaluate(_testing_config(data_dir, **overrides), str(tmp_path / "reference"))
 
   workdir = tmp_path / "killed"
@@ -125,7 +125,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(data_dir, t
   killed_at = None
   while time.time() < deadline and proc.poll() is None:
     steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()] if ckpt_dir.exists() else []
-    steps = [s for s in steps if 0 < s < 300] if steps else []
+    steps = [s for s in steps if 0 < s < 150] if steps else []
     if steps:
       os.kill(proc.pid, signal.SIGKILL)
       proc.wait()
