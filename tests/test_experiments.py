@@ -237,3 +237,20 @@ def test_glyphs_seeds_summary_and_table():
   assert ("| FT lowers Acc_u/y | 1/3 | -24.00 ± 2.00 | -26.00 [-27.50, -24.50] ✓ | -22.00 [-23.50, -20.50] ✗ | "
           "-24.00 [-25.50, -22.50] ? |") in table
   assert "PCV 4.00 ± 1.41 (n=2)" in table
+
+
+def test_recipe_screen_candidates_are_valid_configs_scored_on_target_val():
+  """Every screened candidate builds a valid config that evaluates on target_val, never target_test."""
+  from ftcal_jax import config_validation  # pylint: disable=g-import-not-at-top
+  screen = recipes.load_file(os.path.join(EXPERIMENTS, "glyphs_recipe_screen.py"))
+  for name, overrides in screen.CANDIDATES.items():
+    config = screen._config(overrides, seed=3)  # pylint: disable=protected-access
+    config_validation.validate_config(config)
+    assert config.dataset.test_split == "target_val" and config.seed == 3, name
+    assert config.dataset.config in ("default", "handwriting_outline") or config.dataset.config in screen.DOMAINS
+  assert screen.CANDIDATES["cosine_head"] == {}  # The demo's recipe is configs/glyphs.py itself.
+  rec = {
+      "candidate": "x", "seed": 0,
+      **{k: {"margin": 0.6, "interval": [0.5, 0.7], "holds": True} for k in screen.FINDINGS}
+  }
+  assert "| x | 0 | +0.60 … +0.60 | 0.60 … 0.60 | 1/1 |" in screen.table([rec])
