@@ -90,6 +90,16 @@ def _analyses(config: ml_collections.ConfigDict) -> None:
   config.analyses.tsne_perplexity = 30.0  # sklearn.manifold.TSNE's perplexity.
 
 
+def _pcv() -> ml_collections.ConfigDict:
+  """config.pcv: pseudo cross-validation (pcv.py)."""
+  pcv = ml_collections.ConfigDict()
+  pcv.enabled = True  # Run PCV's pseudo-split fine-tunes inside the job and report FT + PCV.
+  pcv.num_splits = 3  # K pseudo-splits (the paper uses 3).
+  pcv.holdout_fraction = 0.2  # Per-class share of the training split held out to build PCV's curves.
+  pcv.seed = 17  # Pseudo-split k halves S with seed pcv.seed + k.
+  return pcv
+
+
 def _model() -> ml_collections.ConfigDict:
   """The backbone and its input normalisation."""
   model = ml_collections.ConfigDict()
@@ -157,11 +167,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.holistic_transfer.lolsgd_local_steps = 4  # K local steps per copy; each takes batch_size / K examples.
   config.holistic_transfer.lolsgd_leave_out = 0.5  # f: the share of S each copy leaves out, in [0, 1).
 
-  config.pcv = ml_collections.ConfigDict()
-  config.pcv.enabled = True  # Run PCV's pseudo-split fine-tunes inside the job and report FT + PCV.
-  config.pcv.num_splits = 3  # K pseudo-splits (the paper uses 3).
-  config.pcv.holdout_fraction = 0.2  # Per-class share of the training split held out to build PCV's curves.
-  config.pcv.seed = 17  # Pseudo-split k halves S with seed pcv.seed + k.
+  config.pcv = _pcv()
 
   _analyses(config)
   config.log_every_steps = 50  # Progress line, TensorBoard scalars and head-norm history.

@@ -50,6 +50,7 @@ from ftcal_jax.class_split import ClassSplit
 from ftcal_jax.datasets import registry as dataset_registry
 from ftcal_jax.models import MODEL_CONFIGS
 from ftcal_jax.models import get_model
+from ftcal_jax.models import list_models
 from ftcal_jax.models import pretrained
 from ftcal_jax.models import weights
 from ftcal_jax.progress import Progress
@@ -122,7 +123,7 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
 
 def _model_options(model_cfg) -> Dict[str, Any]:
   """get_model's head options; the head option (linear or cosine) exists for the ViT only (models/vit.py)."""
-  if model_cfg.head == "linear":
+  if model_cfg.head == "linear" or model_cfg.name not in list_models():  # get_model names the valid models.
     return {}
   if model_cfg.name not in MODEL_CONFIGS:
     raise ValueError(f"config.model.head={model_cfg.head!r} is implemented for the ViT models only; got "

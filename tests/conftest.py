@@ -11,3 +11,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The tests never touch the network: fail loudly if anything tries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """The 'small' Glyphs build (a few seconds), made once and shared by every test that trains on it."""
+  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("tfds_small")
+  for split in glyphs.SPLITS:
+    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
+  return path

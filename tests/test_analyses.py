@@ -226,24 +226,15 @@ def test_analyses_switched_off_leave_no_section():
   assert analyses.options(None)["feature_movement"] is False
 
 
-@pytest.fixture(scope="module")
-def small_glyphs(tmp_path_factory):
-  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
-  path = tmp_path_factory.mktemp("tfds")
-  for split in glyphs.SPLITS:
-    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
-  return path
-
-
 class _Crash(Exception):
   pass
 
 
-def test_the_job_records_the_analyses_and_a_resume_keeps_the_logit_curves(small_glyphs, tmp_path, monkeypatch):
+def test_the_job_records_the_analyses_and_a_resume_keeps_the_logit_curves(data_dir, tmp_path, monkeypatch):
   from ftcal_jax import checkpointing, recipes, train  # pylint: disable=g-import-not-at-top
   config = recipes.load_file(os.path.join(REPO, "configs", "testing.py")).get_config()
   with config.unlocked():
-    config.dataset.data_dir = str(small_glyphs)
+    config.dataset.data_dir = str(data_dir)
     config.pcv.enabled = False
     config.analyses.feature_movement = True
   first = train.train_and_evaluate(config, str(tmp_path / "a"))

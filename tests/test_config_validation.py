@@ -8,19 +8,13 @@ import pytest
 from ftcal_jax import config_validation
 from ftcal_jax import recipes
 
+import config_overrides  # pylint: disable=g-bad-import-order  (tests/config_overrides.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
-  config = recipes.load_file(os.path.join(REPO, "configs", "glyphs.py")).get_config()
-  with config.unlocked():
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      target = config
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-  return config
+  return config_overrides.load("glyphs", **overrides)
 
 
 def _errors(config, num_classes=47):

@@ -35,15 +35,6 @@ HEARTBEAT_S = 5
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
-  path = tmp_path_factory.mktemp("tfds")
-  for split in glyphs.SPLITS:
-    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
-  return path
-
-
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

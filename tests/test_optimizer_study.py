@@ -12,15 +12,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = recipes.load_file(os.path.join(REPO, "experiments", "optimizer_study.py"))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
-  path = tmp_path_factory.mktemp("tfds")
-  for split in glyphs.SPLITS:
-    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
-  return path
-
-
 def test_point_config_takes_the_arm_and_the_grid_values():
   config = STUDY.point_config("rmsprop", 3e-4, 1e-5, base="glyphs", epochs=2.0)
   assert (config.optimizer.name, config.optimizer.lr, config.optimizer.weight_decay) == ("rmsprop", 3e-4, 1e-5)

@@ -13,36 +13,16 @@ import pytest
 
 from ftcal_jax import caches
 from ftcal_jax import checkpointing
-from ftcal_jax import recipes
 from ftcal_jax import train
 from ftcal_jax import workdir_lock
 from ftcal_jax.models import get_model
 from ftcal_jax.models import weights
 
+import config_overrides  # pylint: disable=g-bad-import-order  (tests/config_overrides.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _config(data_dir, **overrides):
-  config = recipes.load_file(os.path.join(REPO, "configs", "testing.py")).get_config()
-  with config.unlocked():
-    config.dataset.data_dir = str(data_dir)
-    config.pcv.enabled = False
-    for key, value in overrides.items():
-      target = config
-      *parents, leaf = key.split(".")
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-  return config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
-  path = tmp_path_factory.mktemp("tfds")
-  for split in glyphs.SPLITS:
-    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
-  return path
+_config = config_overrides.testing
 
 
 @pytest.fixture(scope="module")

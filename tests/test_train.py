@@ -13,34 +13,13 @@ import pytest
 
 from ftcal_jax import caches
 from ftcal_jax import checkpointing
-from ftcal_jax import recipes
 from ftcal_jax import train
+
+import config_overrides  # pylint: disable=g-bad-import-order  (tests/config_overrides.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _testing_config(data_dir, **overrides):
-  config = recipes.load_file(os.path.join(REPO, "configs", "testing.py")).get_config()
-  with config.unlocked():
-    config.dataset.data_dir = str(data_dir)
-    config.pcv.enabled = False
-    for key, value in overrides.items():
-      target = config
-      *parents, leaf = key.split(".")
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-  return config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  """The 'small' Glyphs build, shared by every test here (it builds in seconds)."""
-  from ftcal_jax.datasets import glyphs  # pylint: disable=g-import-not-at-top
-  path = tmp_path_factory.mktemp("tfds")
-  for split in glyphs.SPLITS:
-    glyphs.load_glyphs_arrays(split, config="small", data_dir=str(path))
-  return path
+_testing_config = config_overrides.testing
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +63,10 @@ def test_the_job_writes_the_calibrated_model(finished_run):
     info = json.load(f)
   assert info["rule"] == "ALG" and info["gamma"] == pytest.approx(gamma) and info["model"] == config.model.name
   dataset = registry.get_dataset({**config.dataset.to_dict(), "holdout_fraction": config.pcv.holdout_fraction})
-  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype))
+  # The .json says how to build the model (configs/testing.py inherits the demo's cosine head).
+  assert info["get_model_overrides"] == {"head": "cosine", "cosine_scale": config.model.cosine_scale}
+  model = get_model(config.model.name, dataset.num_classes, dtype=jnp.dtype(config.model.dtype),
+                    **info["get_model_overrides"])
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + tuple(dataset.image_shape)))["params"]
   params = weights.restore_into(shapes, weights.load_npz(str(workdir / "finetune_calibrated.npz")))
   batches = dataset.eval_batches(dataset.test_split, global_batch=config.eval_batch_size)
