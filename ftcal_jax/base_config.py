@@ -113,9 +113,10 @@ def _model() -> ml_collections.ConfigDict:
   model.text_embeddings = ""  # CLIP: a (C, E) .npy of class text embeddings: the zero-shot head ("" = none).
   # The classifier: 'linear' (the FC head W^T f + b) or 'cosine' (s * cos(w_c, f); models/vit.py:CosineHead, the
   # paper's cosine-classifier row). Both keep head/kernel (D, C) and head/bias (C,), so either loads the other's
-  # checkpoint; the cosine head ignores the bias. Every method trains it the same way.
+  # checkpoint; the cosine head's bias is a fixed logit offset (0 at the start, never trained; the calibrated export
+  # folds γ into it). Every method trains the head the same way.
   model.head = "linear"
-  model.cosine_scale = 16.0  # s of the cosine head, fixed (not learned): logits lie in [-s, s].
+  model.cosine_scale = 16.0  # s of the cosine head, fixed (not learned): logits lie in [-s, s] (plus the offset).
   return model
 
 
