@@ -21,6 +21,7 @@ import numpy as np
 
 MATRIX_KEY = "head_update_cos_matrix"  # The run-history key of the (K, K) matrix (not a per-step curve).
 BLOCKS_KEY = "head_update_cos_blocks"  # The run-history key of the block means alone (K > MAX_MATRIX_CLASSES).
+_BLOCKS = ("within_seen", "within_absent", "across")  # The order of BLOCKS_KEY's list.
 MAX_MATRIX_CLASSES = 256  # Up to this K the matrix itself is kept in history.json and report.json, and drawn.
 _DIGITS = 4  # The report's copy of the matrix is rounded (the means use the full one): it is there to be drawn.
 
@@ -68,11 +69,12 @@ def block_means(matrix: np.ndarray, num_seen: int) -> Dict[str, float]:
 
 def run_record(kernel: Any, init_kernel: Any, class_split: Any) -> Dict[str, Any]:
   """The history entry of one finished run: {MATRIX_KEY: (K, K) nested list}, S then U of `class_split`; above
-  MAX_MATRIX_CLASSES classes {BLOCKS_KEY: block_means} instead."""
+  MAX_MATRIX_CLASSES classes {BLOCKS_KEY: [within_seen, within_absent, across]} instead."""
   order = list(class_split.seen) + list(class_split.absent)
   matrix = update_cosine_matrix(np.asarray(kernel), np.asarray(init_kernel), order)
-  if len(order) > MAX_MATRIX_CLASSES:
-    return {BLOCKS_KEY: block_means(matrix, len(class_split.seen))}
+  if len(order) > MAX_MATRIX_CLASSES:  # A list, as every history entry (predictions.npz stores them as arrays).
+    blocks = block_means(matrix, len(class_split.seen))
+    return {BLOCKS_KEY: [blocks[k] for k in _BLOCKS]}
   return {MATRIX_KEY: matrix.tolist()}
 
 
@@ -94,7 +96,7 @@ def section(history: Mapping[str, Mapping[str, Any]], class_split: Any) -> Dict[
     matrix = hist.get(MATRIX_KEY)
     if matrix is None:
       if hist.get(BLOCKS_KEY) is not None:
-        runs[name] = {"matrix": None, **{k: float(v) for k, v in hist[BLOCKS_KEY].items()}}
+        runs[name] = {"matrix": None, **{k: float(v) for k, v in zip(_BLOCKS, hist[BLOCKS_KEY])}}
       continue
     matrix = np.asarray(matrix, np.float64)
     if matrix.shape != (len(order), len(order)):

@@ -278,7 +278,8 @@ def test_head_update_cosine_keeps_only_block_means_for_large_heads():
   assert set(record) == {head_geometry.BLOCKS_KEY}
   order = list(split.seen) + list(split.absent)
   expected = head_geometry.block_means(head_geometry.update_cosine_matrix(kernel, init, order), 150)
-  section = head_geometry.section({"finetune": record}, split)
+  stored = {k: np.asarray(v, np.float64) for k, v in record.items()}  # As predictions.npz stores history entries.
+  section = head_geometry.section({"finetune": stored}, split)
   assert section["runs"]["finetune"]["matrix"] is None
   for key, value in expected.items():
     assert section["runs"]["finetune"][key] == pytest.approx(value, abs=1e-12)
