@@ -106,7 +106,8 @@ def draw(study: Dict[str, Any], path: str) -> None:
   axes[0][0].set_ylabel("learning rate")
   pre = study.get("pretrained_ausuc")
   fig.suptitle(
-      f"AUSUC of FT ({study['base']}" + (f", {study['epochs']:g} epochs" if study["epochs"] else "") +
+      f"AUSUC of FT ({study['base']}" +
+      (f", {study['epochs']:g} epoch{'' if study['epochs'] == 1 else 's'}" if study["epochs"] else "") +
       (f"; pre-trained {pre:.3f})" if pre is not None else ")"), y=1.04)
   fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
   fig.savefig(path, dpi=110, bbox_inches="tight")
