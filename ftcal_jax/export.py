@@ -59,7 +59,8 @@ def export_calibrated(params: Mapping[str, Any], absent_mask: np.ndarray, gamma:
   """Writes the calibrated model as `.npz` (load_npz / restore_into read it) and its `.json` sidecar.
 
   Args:
-    params: the fine-tuned model's parameter tree.
+    params: the fine-tuned model's parameter tree, or for a model with BatchNorm {'params', 'batch_stats'} (the
+      npz then holds 'params/...' and 'batch_stats/...', as a ResNet pre-training npz does).
     absent_mask: (C,) bool, True for classes in U.
     gamma: the chosen γ (finite).
     path: the `.npz` to write; the sidecar is the same path with `.json`.
@@ -69,9 +70,12 @@ def export_calibrated(params: Mapping[str, Any], absent_mask: np.ndarray, gamma:
   Returns:
     {'npz': path, 'json': sidecar path}.
   """
-  folded = fold_gamma(params, absent_mask, gamma)
+  if set(params) == {"params", "batch_stats"}:  # A BatchNorm model: γ goes into params, the statistics as they are.
+    tree = {"params": fold_gamma(params["params"], absent_mask, gamma), "batch_stats": params["batch_stats"]}
+  else:
+    tree = fold_gamma(params, absent_mask, gamma)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  weights.save_npz(folded, path)
+  weights.save_npz(tree, path)
   sidecar = os.path.splitext(path)[0] + ".json"
   info = {
       "gamma": float(gamma), "rule": rule, "absent_classes": np.flatnonzero(absent_mask).tolist(),

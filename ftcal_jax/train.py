@@ -10,7 +10,8 @@ Layout of `workdir`:
                        (training_dynamics.HeadHistory), and once the run is complete `predictions.npz` (its
                        cached evaluation passes, evaluation.cached_predictions);
   pcv_<k>/             the same for PCV's k-th pseudo-split fine-tune;
-  finetune/params.npz  FT's trained parameters (vit_jax npz), which the job exports calibrated;
+  finetune/params.npz  FT's trained parameters (vit_jax npz; with BatchNorm 'params/...' and 'batch_stats/...'),
+                       which the job exports calibrated;
   finetune_calibrated.npz, .json  FT with config.export_calibration's γ folded into its head bias (export.py);
   pretrained/          the pre-trained model's cached evaluation passes;
   report.json          the paper's report (report.py); with config.write_figures also report.md and figures/
@@ -104,8 +105,8 @@ def run_method(ctx: trainer.JobContext, run_name: str, method_name: str, *, trai
     variables, history = trainer.train_model(ctx, run_name, method_name, train_split=train_split, classes=classes,
                                              seed=seed, num_steps=num_steps)
     params = variables["params"]
-    if params_path and _is_main():
-      weights.save_npz(jax.device_get(params), params_path)
+    if params_path and _is_main():  # With BatchNorm: 'params/...' and 'batch_stats/...', as a pre-training npz.
+      weights.save_npz(jax.device_get(dict(variables) if "batch_stats" in variables else params), params_path)
     if ctx.config.analyses.head_update_cosine and ctx.split is not None:
       history = {
           **history, **head_geometry.run_record(params["head"]["kernel"], ctx.init_params["head"]["kernel"], ctx.split)
@@ -303,13 +304,13 @@ def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optio
   if gamma is None:
     ctx.progress(f"No calibrated model written: no {rule} γ for FT (PCV: no pseudo-split met its τ).")
     return None
-  if ctx.init_batch_stats is not None:  # params.npz holds no BatchNorm statistics: the export would be wrong.
-    ctx.progress("No calibrated model written: exporting a model with BatchNorm statistics is not supported yet.")
-    return None
   src = _finetune_params_path(ctx)
-  if not os.path.exists(src):  # A workdir whose FT run predates params.npz: re-evaluating FT writes it.
-    ctx.progress(f"No calibrated model written: {src} is missing; delete {os.path.dirname(src)}/predictions.npz "
-                 "and rerun (FT restores its final checkpoint, it is not trained again).")
+  loaded = weights.load_npz(src) if os.path.exists(src) else None
+  # A workdir whose FT run predates params.npz (or, with BatchNorm, its statistics in it): re-evaluating FT writes it.
+  if loaded is None or (ctx.init_batch_stats is not None and "batch_stats" not in loaded):
+    ctx.progress(f"No calibrated model written: {src} is missing{' its BatchNorm statistics' if loaded else ''}; "
+                 f"delete {os.path.dirname(src)}/predictions.npz and rerun (FT restores its final checkpoint, it is "
+                 "not trained again).")
     return None
   path = os.path.join(ctx.workdir, "finetune_calibrated.npz")
   info = {
@@ -321,8 +322,7 @@ def _export_calibrated(ctx: trainer.JobContext, rep: Mapping[str, Any]) -> Optio
   }
   if ctx.class_mask is not None:  # the report scored only these head classes; a deployment should drop the rest
     info["scored_classes"] = np.flatnonzero(ctx.class_mask).tolist()
-  export.export_calibrated(weights.load_npz(src), np.asarray(ctx.split.absent_mask), gamma, path, rule=rule,
-                           metadata=info)
+  export.export_calibrated(loaded, np.asarray(ctx.split.absent_mask), gamma, path, rule=rule, metadata=info)
   ctx.progress(f"Wrote {path}: FT with the {rule} γ = {gamma:.4f} folded into the head bias of the absent classes")
   return path
 

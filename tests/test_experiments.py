@@ -187,6 +187,17 @@ def test_office_home_source_then_target_smoke_run(tmp_path):
   report = _run(target, tmp_path / "target")
   assert len(report["class_split"]["seen"]) == 30 and len(report["class_split"]["absent"]) == 35
   assert report["test_samples"]["all"] == 65  # One test image per class (7:3 of 4).
+  # The ResNet's calibrated export carries its BatchNorm statistics beside the γ-shifted head.
+  from ftcal_jax.models import weights  # pylint: disable=g-import-not-at-top
+  exported = weights.load_npz(str(tmp_path / "target" / "finetune_calibrated.npz"))
+  trained = weights.load_npz(str(tmp_path / "target" / "finetune" / "params.npz"))
+  assert set(exported) == {"params", "batch_stats"}
+  with open(tmp_path / "target" / "finetune_calibrated.json") as f:
+    info = json.load(f)
+  absent = np.zeros(65, bool)
+  absent[info["absent_classes"]] = True
+  shift = exported["params"]["head"]["bias"] - trained["params"]["head"]["bias"]
+  np.testing.assert_allclose(shift, np.where(absent, info["gamma"], 0.0), atol=1e-5)
 
 
 def test_configs_reject_bad_args():

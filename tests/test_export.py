@@ -76,3 +76,28 @@ def test_fold_gamma_rejects_bad_inputs(gamma, mask, match):
     export.fold_gamma(params, mask, gamma)
   with pytest.raises(ValueError, match="variables dict"):
     export.fold_gamma({"params": params}, ABSENT, 1.0)
+
+
+def test_a_batchnorm_model_exports_its_statistics_too(tmp_path):
+  """A ResNet: γ goes into params' head bias, the running statistics travel unchanged beside it."""
+  model = get_model("ResNet-testing", num_classes=CLASSES, stage_sizes=(1, 1))
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+  rng = np.random.default_rng(1)
+  noisy = lambda x: x + rng.normal(size=x.shape).astype(x.dtype)  # Non-trivial head and statistics.
+  variables = {
+      "params": jax.tree.map(noisy, variables["params"]),
+      "batch_stats": jax.tree.map(lambda x: np.abs(noisy(x)) + 0.5, variables["batch_stats"])
+  }
+  images = jax.random.normal(jax.random.PRNGKey(2), (128, 16, 16, 3))
+  predict = evaluation.make_predict_fn(model)
+  logits = np.asarray(predict(variables["params"], images, variables["batch_stats"])[0])
+  gamma = float(np.median(logits[:, ~ABSENT].max(1) - logits[:, ABSENT].max(1)))
+  paths = export.export_calibrated(variables, ABSENT, gamma, str(tmp_path / "calibrated.npz"), rule="PCV")
+  loaded = weights.load_npz(paths["npz"])
+  assert set(loaded) == {"params", "batch_stats"}
+  for a, b in zip(jax.tree.leaves(loaded["batch_stats"]), jax.tree.leaves(variables["batch_stats"])):
+    np.testing.assert_array_equal(a, b)
+  new = np.asarray(predict(loaded["params"], images, loaded["batch_stats"])[0])
+  want = np.argmax(np.asarray(calibration.shift_absent(logits, ABSENT, gamma)), axis=1)
+  np.testing.assert_array_equal(np.argmax(new, axis=1), want)
+  assert np.mean(want != np.argmax(logits, axis=1)) > 0.2
