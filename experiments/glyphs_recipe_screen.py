@@ -19,6 +19,7 @@ import json
 import os
 import time
 
+from ftcal_jax import recipes
 from ftcal_jax import train
 from ftcal_jax import workdir_lock
 
@@ -86,27 +87,17 @@ def _register_domains():
 
 FINDINGS = ("ncm_features", "collapse", "ausuc", "dominance_at_seen", "dominance_at_unseen", "recovery_ALG")
 
+# What every screen run sets: FT alone, scored on target_val, no PCV, export, figures or analyses.
+_SCREEN = {
+    "dataset.test_split": "target_val", "methods": ("finetune",), "pcv.enabled": False, "export_calibration": "",
+    "write_figures": False, "analyses.logit_dynamics": False, "analyses.head_update_cosine": False,
+    "analyses.feature_movement": False
+}
+
 
 def _config(overrides, seed):
   from configs import glyphs  # pylint: disable=g-import-not-at-top
-  config = glyphs.get_config()
-  with config.unlocked():
-    config.seed = seed
-    config.dataset.test_split = "target_val"
-    config.methods = ("finetune",)
-    config.pcv.enabled = False
-    config.export_calibration = ""
-    config.write_figures = False
-    config.analyses.logit_dynamics = False
-    config.analyses.head_update_cosine = False
-    config.analyses.feature_movement = False
-    for path, value in overrides.items():
-      node = config
-      *parents, leaf = path.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-  return config
+  return recipes.override(glyphs.get_config(), {"seed": seed, **_SCREEN, **overrides})
 
 
 def run(name, seed, workdir):

@@ -55,14 +55,8 @@ def run_grid(workdir: str, optimizers: Sequence[str], lr_factors: Sequence[float
       row, secs = [], []
       for wd in wds:
         config = point_config(opt, lr, wd, base=base, epochs=epochs, config_path=config_path)
-        with config.unlocked():
-          config.write_figures = False  # The study draws its own figure; the per-point reports stay numbers.
-          for key, value in (overrides or {}).items():  # Dotted keys, e.g. 'dataset.data_dir'.
-            *parents, leaf = key.split(".")
-            target = config
-            for p in parents:
-              target = target[p]
-            target[leaf] = value
+        # The study draws its own figure; the per-point reports stay numbers. Dotted keys, e.g. 'dataset.data_dir'.
+        recipes.override(config, {"write_figures": False, **(overrides or {})})
         t0 = time.time()
         try:
           rep = train.train_and_evaluate(config, os.path.join(workdir, opt, f"lr={lr:g},wd={wd:g}"))

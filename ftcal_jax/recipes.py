@@ -137,6 +137,18 @@ def recipe(*, dataset: Dict[str, Any], num_seen: Any, num_absent: Any = None, we
   return config
 
 
+def override(config: ml_collections.ConfigDict, overrides: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets each dotted field of `overrides` ('optimizer.lr': 3e-4) on `config`, locked or not; returns it."""
+  with config.unlocked():
+    for path, value in overrides.items():
+      *parents, leaf = path.split(".")
+      node = config
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+  return config
+
+
 def source_stage(config: ml_collections.ConfigDict, *, init_checkpoint: str, output: str) -> None:
   """Turns `config` into its source stage: all classes of source_split, fresh head, writes workdir/<output>."""
   config.methods = ("pretrain",)  # Trains head + backbone on every class of dataset.source_split.

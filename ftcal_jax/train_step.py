@@ -167,7 +167,7 @@ def _exact_value_and_grad(grad_fn, mesh: Mesh):
     def one(chunk, i):
       return grad_fn(params, None, ref_params, ref_batch_stats, chunk, jax.random.fold_in(rng, i))
 
-    (loss, (aux, _)), grads = jax.vmap(one)((chunks), jnp.arange(n))
+    (loss, (aux, _)), grads = jax.vmap(one)(chunks, jnp.arange(n))
     # All-gather (exact), then the same left-to-right sum on every device: the layout cannot change the bits.
     gathered = jax.lax.with_sharding_constraint((loss, aux, grads), replicated)
     loss, aux, grads = jax.tree.map(lambda x: _ordered_sum(x) / n, gathered)  # The mean of equal-size chunks.

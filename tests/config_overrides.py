@@ -7,21 +7,9 @@ from ftcal_jax import recipes
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def apply(config, overrides):
-  """Sets each 'a.b.c' = value of `overrides` on `config` (unlocked), returns it."""
-  with config.unlocked():
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      target = config
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-  return config
-
-
 def load(name, **overrides):
   """configs/<name>.py's config with the overrides."""
-  return apply(recipes.load_file(os.path.join(REPO, "configs", f"{name}.py")).get_config(), overrides)
+  return recipes.override(recipes.load_file(os.path.join(REPO, "configs", f"{name}.py")).get_config(), overrides)
 
 
 def testing(data_dir, **overrides):
