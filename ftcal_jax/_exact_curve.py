@@ -4,7 +4,8 @@ Breakpoints γ_i = max_S z − max_U z are kept as unevaluated pairs (hi, lo) of
 float32 with hi = fl(γ_i) and hi + lo = γ_i exactly (Knuth's two-sum), so two
 breakpoints tie only when they are truly equal. Because hi is the rounded
 value, pairs order exactly like the reals they stand for when compared
-lexicographically (hi first, then lo): one two-key sort of int32 order keys.
+lexicographically (hi first, then lo); :mod:`ftcal_jax._pair_order` finds
+that order from int32 order keys.
 
 Limits, all outside float32's normal range: XLA:CPU flushes subnormal results
 to zero, so an error term below 2**-126 is lost; a gap whose magnitude exceeds
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ftcal_jax import _argmax_cpu
-from ftcal_jax import _batch_cond
+from ftcal_jax import _pair_order
 
 
 def exact_gaps(max_s, max_u):
@@ -49,55 +50,20 @@ def _representatives(hi, lo, valid):
   rep = jnp.where(valid, rep, jnp.where(jnp.isposinf(up_h), dn_h, up_h))
   # A midpoint can round past its neighbour's breakpoint by an ulp; the curve
   # promises non-increasing γ.
-  return lax.cummin(rep, axis=0)
+  return _pair_order.cummin(rep)
 
 
-def _cum_from_payload(payload):
-  """(N+1,) cumulative S and U count changes from sorted 2*delta + is_seen."""
-  zero = jnp.zeros((1,), jnp.int32)
-  seen, delta = (payload & 1) == 1, payload >> 1
-  return (jnp.concatenate([zero,
-                           jnp.cumsum(jnp.where(seen, delta,
-                                                0))]), jnp.concatenate([zero,
-                                                                        jnp.cumsum(jnp.where(seen, 0, delta))]))
-
-
-def _two_key_sort(operands):
-  """Sorts by decreasing (hi, lo): ascending ~key; correct for any data."""
-  key_hi, key_lo, payload, _, _ = operands
-  key_hi, key_lo, payload = lax.sort((~key_hi, ~key_lo, payload), num_keys=2)
-  return (~key_hi, ~key_lo, *_cum_from_payload(payload))
-
-
-def _one_key_sort(operands):
-  """The same result when equal hi always come with equal lo (the usual case).
-
-  A plain sort of the hi keys is ~4x faster on XLA:CPU than one that carries
-  payloads; samples reach their slot by binary search, as groups.
-  """
-  key_hi, key_lo, payload, desc, rank = operands
+def _ordered(key_hi, key_lo, delta, seen):
+  """Sorted pairs and (N+1,) cumulative S and U count changes along them."""
   n = key_hi.shape[0]
-  seen, delta = (payload & 1) == 1, payload >> 1
-  bins = jax.ops.segment_sum(jnp.stack([jnp.where(seen, delta, 0), jnp.where(seen, 0, delta)], 1), rank, n)
-  zero = jnp.zeros((1, 2), jnp.int32)
-  cum = jnp.concatenate([zero, jnp.cumsum(bins, axis=0)])
-  # Each slot takes the lo of its group, written at the group's first slot.
-  lo_first = jnp.zeros((n,), jnp.int32).at[rank].set(key_lo)
-  start = lax.cummax(jnp.where(jnp.concatenate([jnp.ones((1,), bool), desc[1:] != desc[:-1]]), jnp.arange(n), 0))
-  return ~desc, lo_first[start], cum[:, 0], cum[:, 1]
-
-
-# Under vmap, one predicate for the whole batch (see _batch_cond).
-_sort_pairs = _batch_cond.batch_cond(_two_key_sort, _one_key_sort)
-
-
-def _lo_varies_within_hi(key_lo, rank):
-  """True when two samples share hi (the same rank) but not lo."""
-  n = key_lo.shape[0]
-  big = jnp.iinfo(jnp.int32)
-  lo_max = jnp.full((n,), big.min, jnp.int32).at[rank].max(key_lo)
-  lo_min = jnp.full((n,), big.max, jnp.int32).at[rank].min(key_lo)
-  return jnp.any(lo_max[rank] != lo_min[rank])
+  slot, hi_sorted = _pair_order.pair_slots(key_hi, key_lo)
+  bins = jax.ops.segment_sum(jnp.stack([jnp.where(seen, delta, 0), jnp.where(seen, 0, delta)], 1), slot, n)
+  cum = jnp.concatenate([jnp.zeros((1, 2), jnp.int32), _pair_order.cumsum(bins)])
+  # Each slot takes the lo of its tie group, written at the group's first slot.
+  iota = jnp.arange(n, dtype=jnp.int32)
+  lo_at = jnp.zeros((n,), jnp.int32).at[slot].set(key_lo)
+  first = jnp.zeros((n,), bool).at[slot].set(True)
+  return hi_sorted, lo_at[_pair_order.cummax(jnp.where(first, iota, 0))], cum[:, 0], cum[:, 1]
 
 
 def curve_fields(stats):
@@ -110,11 +76,7 @@ def curve_fields(stats):
   # Sort by decreasing (hi, lo) on int32 keys (XLA:CPU sorts int32 ~4x faster
   # than float32).
   key_hi, key_lo = _argmax_cpu.order_key(hi), _argmax_cpu.order_key(lo)
-  # Samples with equal hi share a rank: the first slot of their hi group.
-  desc = jnp.sort(~key_hi)
-  rank = jnp.searchsorted(desc, ~key_hi, side="left", method="scan_unrolled")
-  operands = (key_hi, key_lo, 2 * delta + seen.astype(jnp.int32), desc, rank)
-  k_hi, k_lo, cum_seen, cum_unseen = _sort_pairs(_lo_varies_within_hi(key_lo, rank), operands)
+  k_hi, k_lo, cum_seen, cum_unseen = _ordered(key_hi, key_lo, delta, seen)
   inf = jnp.full((1,), jnp.inf, jnp.float32)
   zero = jnp.zeros((1,), jnp.float32)
   # Extended pairs: +inf, the N sorted breakpoints, -inf. Point k (k = 0..N)
@@ -125,7 +87,7 @@ def curve_fields(stats):
   # Points inside a tie group repeat the counts after the whole group: each
   # point reads the cumulative sum at the next group end (or the curve's end).
   idx = jnp.arange(n + 1)
-  group_end = lax.cummin(jnp.where(valid | (idx == 0) | (idx == n), idx, n), axis=0, reverse=True)
+  group_end = _pair_order.cummin(jnp.where(valid | (idx == 0) | (idx == n), idx, n), reverse=True)
   cum_seen, cum_unseen = cum_seen[group_end], cum_unseen[group_end]
   u_ok = stats.u_correct
   right_seen = jnp.sum(u_ok & seen) + cum_seen

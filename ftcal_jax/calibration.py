@@ -35,11 +35,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ftcal_jax import _argmax_cpu
 from ftcal_jax import _exact_curve
 from ftcal_jax import _gamma_grid
+from ftcal_jax import _pair_order
 from ftcal_jax import validation
 
 # Re-exported: callers and tests check inputs through this module too.
@@ -175,7 +175,7 @@ def seen_unseen_curve(logits, labels, absent_mask, class_mask=None) -> SeenUnsee
 
 def _forward_fill(x, valid):
   idx = jnp.arange(x.shape[0])
-  last = lax.cummax(jnp.where(valid, idx, -1), axis=0)
+  last = _pair_order.cummax(jnp.where(valid, idx, -1))
   first = jnp.argmax(valid)
   return x[jnp.where(last < 0, first, last)]
 
