@@ -10,15 +10,17 @@ which is exactly the first arg-max because any nonzero float32 gap is >=
 2**-149. Only the chosen block of each row is gathered again, so z is read once.
 
 The vectorised max of XLA:CPU does not propagate NaN: a NaN resets the running
-maximum, so a row with NaN can get neither NaN nor its true max. The same pass
-therefore sums ``z * 0`` per row (NaN exactly when the row holds a NaN or ±inf;
-additions propagate NaN in any order; a -inf logit flags its row too, which
-only costs time). If any row is flagged, the batch is
-reduced again from a sanitised copy (NaN -> -inf, +inf -> the largest float)
-and the flagged rows take those values. The decision is one ``lax.cond`` whose
-predicate is hoisted over ``jax.vmap`` batches (:mod:`ftcal_jax._batch_cond`),
-so vmap does not run both branches. Other backends get the plain compare-based
-arg-max, chosen at trace time.
+maximum, so a row with NaN can get neither NaN nor its true max. Non-finite
+rows are therefore found first, by one matrix-vector product with a vector of
+zeros (``0 * NaN`` and ``0 * ±inf`` are NaN, and a dot propagates NaN in any
+order; this costs about one read of z, half the cost of a row sum of ``z * 0``).
+A batch without them takes the fast pass directly. A batch with them is reduced
+chunk by chunk (~2 MB of rows each, so the cleaned copy stays in cache instead
+of costing a fresh (N, C) buffer) from a sanitised copy: NaN -> -inf, +inf ->
+the largest float. The decision is one ``lax.cond`` whose predicate is hoisted
+over ``jax.vmap`` batches (:mod:`ftcal_jax._batch_cond`), so vmap does not run
+both branches. Other backends get the plain compare-based arg-max, chosen at
+trace time.
 """
 
 import jax
@@ -59,8 +61,9 @@ def first_at(x, m, iota, factor):
 def row_vectors(seen_cls, absent_cls):
   """The small (C,)-sized operands of :func:`group_argmax_fast`.
 
-  Returns (bias2, iota_k, iota_b, factor): bias2 (2, C_pad) is 0 on the
-  group's classes and -inf elsewhere (padding included). They pass an
+  Returns (bias2, iota_k, iota_b, factor, zeros): bias2 (2, C_pad) is 0 on the
+  group's classes and -inf elsewhere (padding included); zeros (C,) finds
+  non-finite rows (:func:`non_finite_rows`). They pass an
   optimization barrier: built inside the caller's trace, their compares would
   otherwise be fused into the (N, C) loops, and the factor folded to a constant.
   """
@@ -73,23 +76,25 @@ def row_vectors(seen_cls, absent_cls):
   ]).astype(jnp.float32)
   iota_k = jnp.arange(c_pad // b, dtype=jnp.float32)
   iota_b = jnp.arange(b, dtype=jnp.float32)
-  return lax.optimization_barrier((bias2, iota_k, iota_b, jnp.float32(GAP_FACTOR)))
+  zeros = jnp.zeros((c,), jnp.float32)
+  return lax.optimization_barrier((bias2, iota_k, iota_b, jnp.float32(GAP_FACTOR), zeros))
 
 
-def group_argmax_fast(z, bias2, iota_k, iota_b, factor, flag_non_finite=True):
+def non_finite_rows(z, zeros):
+  """(N,) bool: the row holds a NaN or ±inf (z @ 0 is NaN exactly then)."""
+  return jnp.isnan(z @ zeros)
+
+
+def group_argmax_fast(z, bias2, iota_k, iota_b, factor, zeros=None):
   """Max and first arg-max of z + bias2[g] per row and group g; (N, 2) each.
 
-  Returns (m, idx, ok): idx is exact wherever ok; ok is False for rows the
-  fast path cannot decide: an all -inf group, +inf, and (unless
-  flag_non_finite is False, for rows known to hold no NaN) NaN or ±inf.
+  Exact for rows without NaN or +inf. Returns (m, idx, ok): idx is exact
+  wherever ok; ok is False where the fast path cannot decide (an all -inf
+  group, +inf). zeros is not used (it lets callers pass *row_vectors(...)).
   """
+  del zeros
   n = z.shape[0]
   k, b = iota_k.shape[0], iota_b.shape[0]
-  # NaN exactly where the row holds NaN or ±inf (summed in two stages, which
-  # XLA:CPU vectorises; a plain row sum is ~3x slower).
-  c = z.shape[1]
-  if flag_non_finite:
-    poison = jnp.sum(jnp.sum((z * 0.0).reshape(n, c // b, b), 1), 1) if c % b == 0 else jnp.sum(z * 0.0, 1)
   if k * b != z.shape[1]:  # C has no good divisor: pad with -inf classes.
     z = jnp.pad(z, ((0, 0), (0, k * b - z.shape[1])), constant_values=-jnp.inf)
   block_max = jnp.max(z.reshape(n, 1, k, b) + bias2.reshape(1, 2, k, b), -1)
@@ -99,8 +104,6 @@ def group_argmax_fast(z, bias2, iota_k, iota_b, factor, flag_non_finite=True):
   m = jnp.max(block_max, -1)  # (N, 2)
   k_pos = first_at(block_max, m, iota_k, factor)  # (N, 2)
   ok = jnp.isfinite(m) & (k_pos < k)
-  if flag_non_finite:
-    ok &= ~jnp.isnan(poison)[:, None]
   k_star = jnp.where(ok, k_pos, 0.0).astype(jnp.int32)
   # Gather the chosen block of each row and group: contiguous rows of B.
   rows = jnp.arange(n, dtype=jnp.int32)[:, None] * k + k_star
@@ -128,21 +131,40 @@ def group_argmax_exact(z, seen_cls, absent_cls):
   return (jnp.stack([out[0][0], out[1][0]], 1), jnp.stack([out[0][1], out[1][1]], 1))
 
 
-def _redo_flagged(operands):
-  """Recomputes the flagged rows from a sanitised copy; others keep theirs."""
-  z, vectors, m, idx, ok = operands
-  m2, idx2, _ = group_argmax_fast(sanitise(z), *vectors, flag_non_finite=False)
+def _decided(m, idx, ok):
   # An all -inf group: jnp.argmax's answer is index 0.
-  idx2 = jnp.where(jnp.isneginf(m2), 0, idx2)
-  return jnp.where(ok, m, m2), jnp.where(ok, idx, idx2)
+  return m, jnp.where(ok, idx, 0)
 
 
-def _keep(operands):
-  return operands[2], operands[3]
+def _reduce_clean(operands):
+  z, vectors = operands
+  return _decided(*group_argmax_fast(z, *vectors))
+
+
+def chunk_rows(n, c):
+  """Rows per chunk of the non-finite path: about 2 MB of float32 logits."""
+  return max(1, min(n, (1 << 19) // max(c, 1)))
+
+
+def _reduce_sanitised(operands):
+  """The fast pass over sanitised chunks of rows; right for any logits."""
+  z, vectors = operands
+  n, c = z.shape
+  r = chunk_rows(n, c)
+
+  def chunk(i, out):
+    start = jnp.minimum(i * r, n - r)  # the last chunk overlaps its neighbour
+    clean = lax.optimization_barrier(sanitise(lax.dynamic_slice_in_dim(z, start, r)))
+    m, idx = _decided(*group_argmax_fast(clean, *vectors))
+    return (lax.dynamic_update_slice_in_dim(out[0], m, start,
+                                            0), lax.dynamic_update_slice_in_dim(out[1], idx, start, 0))
+
+  init = (jnp.zeros((n, 2), jnp.float32), jnp.zeros((n, 2), jnp.int32))
+  return lax.fori_loop(0, -(-n // r), chunk, init)
 
 
 # Under vmap, one predicate for the whole batch (see _batch_cond).
-_fix_if_flagged = _batch_cond.batch_cond(_redo_flagged, _keep)
+_reduce = _batch_cond.batch_cond(_reduce_sanitised, _reduce_clean)
 
 
 def group_argmax(z, seen_cls, absent_cls):
@@ -154,8 +176,7 @@ def group_argmax(z, seen_cls, absent_cls):
   if jax.default_backend() != "cpu":
     return group_argmax_exact(z, seen_cls, absent_cls)
   vectors = row_vectors(seen_cls, absent_cls)
-  m, idx, ok = group_argmax_fast(z, *vectors)
-  return _fix_if_flagged(~jnp.all(ok), (z, vectors, m, idx, ok))
+  return _reduce(jnp.any(non_finite_rows(z, vectors[-1])), (z, vectors))
 
 
 def order_key(x):

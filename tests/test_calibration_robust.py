@@ -116,6 +116,19 @@ def test_nan_and_inf_rows_at_user_sizes(n, c, with_inf):
   np.testing.assert_array_equal(stats.s_first, ps < pu)
 
 
+@pytest.mark.parametrize("n, c", [(50_000, 100), (10_000, 1_000), (200, 21_843)])
+def test_non_finite_rows_are_found_one_entry_at_a_time(n, c):
+  # One NaN, +inf or -inf at a random column of some rows: the matrix-vector
+  # product with zeros must flag exactly those rows, whatever the column.
+  rng = np.random.default_rng(n)
+  z = rng.normal(size=(n, c)).astype(np.float32)
+  rows = np.flatnonzero(rng.random(n) < 0.1)
+  z[rows, rng.integers(0, c, rows.size)] = rng.choice([np.nan, np.inf, -np.inf], rows.size)
+  vectors = _argmax_cpu.row_vectors(jnp.ones(c, bool), jnp.zeros(c, bool))
+  got = jax.jit(_argmax_cpu.non_finite_rows)(z, vectors[-1])
+  np.testing.assert_array_equal(got, ~np.isfinite(z).all(1))
+
+
 def test_nan_rows_under_jit_and_vmap_match_single_calls():
   # One member of the batch has NaN: the hoisted fix must repair it and leave
   # the others as they are, in the caller's jit and under vmap.
