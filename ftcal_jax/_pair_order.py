@@ -35,7 +35,7 @@ def cumsum(x):
 
 def contested_capacity(n):
   """How many contested samples the buffer holds before the full sort is used."""
-  return min(n, max(256, n // 16))
+  return min(n, max(256, n // 32))
 
 
 def _full_two_key_slots(operands):
