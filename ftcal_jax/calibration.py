@@ -170,7 +170,15 @@ def seen_unseen_curve(logits, labels, absent_mask, class_mask=None) -> SeenUnsee
   Returns:
     :class:`SeenUnseenCurve` with (N+1,) fields, ordered by decreasing γ.
   """
-  return curve_from_stats(reduce_logits(logits, labels, absent_mask, class_mask))
+  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
+  validation.validate_inputs(logits, labels, absent_mask, class_mask)
+  return _curve_jit(logits, labels, absent_mask, class_mask)
+
+
+@jax.jit
+def _curve_jit(logits, labels, absent_mask, class_mask):
+  """Reduction and curve in one compiled call (one dispatch, no stats in between)."""
+  return SeenUnseenCurve(*_exact_curve.curve_fields(_reduce(logits, labels, absent_mask, class_mask)))
 
 
 def _forward_fill(x, valid):
@@ -207,10 +215,11 @@ def ausuc(curve: SeenUnseenCurve) -> Array:
   """
   if jnp.ndim(curve.valid) < 1 or jnp.shape(curve.valid)[-1] == 0:
     raise ValueError("ausuc of an empty curve: it has no points.")
-  valid = validation.concrete(curve.valid)
-  if valid is not None and not np.any(valid):
+  area = _ausuc(curve)  # dispatched before any check, so no wait in between
+  value = validation.concrete(area)
+  if value is not None and np.isnan(value) and not np.any(validation.concrete(curve.valid)):
     raise ValueError("ausuc of an empty curve: no point is valid (every interval is empty).")
-  return _ausuc(curve)
+  return area
 
 
 # The γ grid works from the same per-sample stats.
