@@ -13,7 +13,9 @@ Prints, measured in this process on the default JAX device, as ratios to
   3. the curve with 1% of the entries NaN, +inf or -inf, and with exact ties
      at every row max;
   4. with --official, the exact curve vs a NumPy port of the official loop
-     (one breakpoint per iteration, float64), at sizes where it finishes.
+     (one breakpoint per iteration, float64), at sizes where it finishes;
+  5. with --stages, where the time goes: each stage of the curve alone, as a
+     ratio to the same floor, at the three sizes.
 """
 
 import argparse
@@ -23,7 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ftcal_jax import _argmax_cpu
+from ftcal_jax import _exact_curve
+from ftcal_jax import _pair_order
 from ftcal_jax import calibration as cal
+from ftcal_jax import validation
 
 
 def median_ms(fn, repeats):
@@ -156,7 +162,10 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--official", action="store_true", help="also time the official loop (slow)")
+  parser.add_argument("--stages", action="store_true", help="only time the curve's stages one by one")
   args = parser.parse_args()
+  if args.stages:
+    return _stages(args.repeats)
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"medians of {args.repeats} interleaved runs")
   for n, c, n_absent in ((10_000, 1_000, 500), (50_000, 100, 50), (1_000, 21_843, 10_000)):
@@ -198,6 +207,36 @@ def _official_comparison():
     a_off = path_ausuc(off[:, 1], off[:, 2], off[:, 3])
     print(f"  N={n:5d}: loop {t_off:9.1f} ms, exact {t_ex:6.2f} ms, ratio {t_off / t_ex:7.0f}x | "
           f"max dist official->exact {dist.max():.1e}; AUSUC exact {a_exact:.6f} official-path {a_off:.6f}")
+
+
+def _stages(repeats):
+  """Each stage of the exact curve alone, as a ratio to the floor, one process."""
+  for n, c, n_absent in ((10_000, 1_000, 500), (50_000, 100, 50), (1_000, 21_843, 10_000)):
+    logits, labels, absent = problem(n, c, n_absent)
+    z, y, a = jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(absent)
+    seen_cls, absent_cls = validation.class_rows(a, None)
+    vectors = _argmax_cpu.row_vectors(seen_cls, absent_cls)
+    bias2, (k, b) = vectors[0], (vectors[1].shape[0], vectors[2].shape[0])
+    stats = cal.reduce_logits(z, y, a)
+    hi, lo, _ = _exact_curve.exact_gaps(stats.max_s, stats.max_u)
+    key_hi, key_lo = _argmax_cpu.order_key(hi), _argmax_cpu.order_key(lo)
+    stage = {
+        "floor": (lambda t: jnp.max(t, -1), z),
+        "S and U block maxima (one pass)":
+            (lambda t: jnp.max(t.reshape(n, 1, k, b) + bias2.reshape(1, 2, k, b), -1), z),
+        "NaN/inf check (z @ 0)": (lambda t: _argmax_cpu.non_finite_rows(t, vectors[-1]), z),
+        "whole reduction": (lambda t: cal._reduce(t, y, a, None), z),
+        "key-only sort of N int32": (jnp.sort, key_hi),
+        "(hi, lo) order (pair_slots)": (lambda kh: _pair_order.pair_slots(kh, key_lo), key_hi),
+        "curve from stats": (cal.curve_from_stats, stats),
+    }
+    fns = {name: (lambda f=jax.jit(f), x=x: f(x)) for name, (f, x) in stage.items()}
+    best = {}
+    times = interleaved_median_ms(fns, repeats, best)
+    floor = times.pop("floor")
+    print(f"N={n:,} C={c:,}: floor jnp.max {floor:.2f} ms")
+    for name, ms in times.items():
+      print(f"  {name:34s} {ms:7.2f} ms = {ms / floor:5.2f}x floor")
 
 
 if __name__ == "__main__":

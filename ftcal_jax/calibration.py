@@ -26,8 +26,9 @@ Conventions shared by every function:
   function stays usable under ``jax.jit`` and ``jax.vmap``.
 * An accuracy over an empty sample group (no U samples, say) is NaN.
 
-Kernels: :mod:`ftcal_jax._argmax_cpu` (reduction), :mod:`ftcal_jax._gamma_grid`
-(γ grid); input checks: :mod:`ftcal_jax.validation`.
+Kernels: :mod:`ftcal_jax._argmax_cpu` (reduction), :mod:`ftcal_jax._exact_curve`
+and :mod:`ftcal_jax._pair_order` (curve), :mod:`ftcal_jax._gamma_grid` (γ grid);
+input checks: :mod:`ftcal_jax.validation`.
 """
 
 from typing import NamedTuple
