@@ -11,6 +11,7 @@ import pytest
 
 from ftcal_jax import _argmax_cpu
 from ftcal_jax import calibration as cal
+import curve_points  # pylint: disable=g-bad-import-order  (tests/curve_points.py)
 
 # ---------------------------------------------------------------------------
 # Brute-force reference in NumPy: enumerate every interval between distinct
@@ -60,15 +61,6 @@ def _problems(draw, max_n=12, max_c=6, allow_nan=False):
 
 
 _SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
-
-
-def _valid_points(curve):
-  v = np.asarray(curve.valid)
-  return (np.asarray(curve.gammas)[v],
-          np.stack([np.asarray(curve.acc_seen)[v],
-                    np.asarray(curve.acc_unseen)[v],
-                    np.asarray(curve.acc_all)[v]], 1))
-
 
 # ---------------------------------------------------------------------------
 # Exact values.
@@ -147,7 +139,7 @@ def test_tie_group_is_one_point():
 def test_curve_matches_brute_force(problem):
   z, y, absent = problem
   curve = cal.seen_unseen_curve(z, y, absent)
-  gammas, pts = _valid_points(curve)
+  gammas, pts = curve_points.valid_points(curve)
   ref_gammas, ref_pts = _brute_curve(z, y, absent)
   np.testing.assert_allclose(pts, ref_pts, atol=1e-6)
   np.testing.assert_allclose(gammas, ref_gammas, atol=1e-6)
@@ -173,7 +165,7 @@ def test_nan_logits_count_as_minus_inf(problem):
   z, y, absent = problem
   z_inf = np.where(np.isnan(z), -np.inf, z)
   curve = cal.seen_unseen_curve(z, y, absent)
-  gammas, pts = _valid_points(curve)
+  gammas, pts = curve_points.valid_points(curve)
   # Each valid point's γ reproduces its accuracies through argmax.
   for g, p in zip(gammas, pts):
     np.testing.assert_allclose(_np_argmax_acc(z_inf, y, absent, g), p, atol=1e-6)
@@ -201,7 +193,7 @@ def test_all_labels_one_side(which):
   y = rng.integers(0, 2, 30) + (2 if which == "unseen" else 0)
   curve = cal.seen_unseen_curve(z, y, absent)
   _, ref = _brute_curve(z, y, absent)
-  _, got = _valid_points(curve)
+  _, got = curve_points.valid_points(curve)
   np.testing.assert_allclose(got, ref, atol=1e-6)  # NaN side equal NaN
   assert np.isnan(cal.ausuc(curve))
 
@@ -212,7 +204,7 @@ def test_two_classes_and_infinities():
   y = np.array([0, 1, 1, 0])
   absent = np.array([False, True])
   curve = cal.seen_unseen_curve(z, y, absent)
-  gammas, pts = _valid_points(curve)
+  gammas, pts = curve_points.valid_points(curve)
   np.testing.assert_array_equal(gammas, [2.0, 0.0])
   for g, p in zip(gammas, pts):
     np.testing.assert_allclose(_np_argmax_acc(z, y, absent, g), p)
@@ -309,7 +301,7 @@ def test_fast_path_resolves_ties_at_the_max_exactly(c):
   # gaps are left out: the brute force's float z + γ can round them together.)
   keep = (np.arange(n) % 5 != 0) & (np.arange(n) < n - 1)
   _, ref = _brute_curve(z[keep], y[keep], absent)
-  _, got = _valid_points(cal.seen_unseen_curve(z[keep], y[keep], absent))
+  _, got = curve_points.valid_points(cal.seen_unseen_curve(z[keep], y[keep], absent))
   np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
@@ -343,7 +335,7 @@ def test_curve_tie_groups_and_signed_zero():
   absent = np.array([False, True])
   curve = cal.seen_unseen_curve(z, y, absent)
   np.testing.assert_array_equal(curve.valid, [1, 0, 1, 0, 0, 1, 1])
-  gammas, pts = _valid_points(curve)
+  gammas, pts = curve_points.valid_points(curve)
   ref_gammas, ref_pts = _brute_curve(z, y, absent)
   np.testing.assert_array_equal(gammas, ref_gammas)
   np.testing.assert_allclose(pts, ref_pts, atol=1e-7)

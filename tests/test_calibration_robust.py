@@ -12,6 +12,7 @@ import pytest
 
 from ftcal_jax import _argmax_cpu
 from ftcal_jax import calibration as cal
+import curve_points  # pylint: disable=g-bad-import-order  (tests/curve_points.py)
 
 
 def _toy():
@@ -19,14 +20,6 @@ def _toy():
   z = jnp.array([[3., 1., 0.], [0., 2., 1.], [1., 0., 4.], [2., 2., 2.]])
   y = jnp.array([0, 2, 2, 1])
   return z, y, jnp.array([False, False, True])
-
-
-def _valid_points(curve):
-  v = np.asarray(curve.valid)
-  return (np.asarray(curve.gammas)[v],
-          np.stack([np.asarray(curve.acc_seen)[v],
-                    np.asarray(curve.acc_unseen)[v],
-                    np.asarray(curve.acc_all)[v]], 1))
 
 
 # ---------------------------------------------------------------------------
@@ -166,7 +159,7 @@ def test_gaps_equal_in_float32_stay_apart():
   y = np.array([0, 1])
   absent = np.array([False, True])
   curve = cal.seen_unseen_curve(z, y, absent)
-  _, pts = _valid_points(curve)
+  _, pts = curve_points.valid_points(curve)
   np.testing.assert_array_equal(pts[:, :2], [[0., 1.], [0., 0.], [1., 0.]])
   assert float(cal.ausuc(curve)) == 0.0
 
@@ -222,7 +215,7 @@ def test_curve_counts_equal_float64_reference_on_tie_heavy_data(kind, shape, see
   absent[:2] = [False, True]
   y = rng.integers(0, c, n).astype(np.int32)
   curve = cal.seen_unseen_curve(z, y, absent)
-  gammas, pts = _valid_points(curve)
+  gammas, pts = curve_points.valid_points(curve)
   ref, ends = _ref_curve_counts(z, y, absent)
   seen = ~absent[y]
   got = np.stack([np.round(pts[:, 0] * seen.sum()), np.round(pts[:, 1] * (~seen).sum())], 1)
