@@ -7,7 +7,8 @@ compare-free: one pass gives per-block maxima of the S and U logits (blocks of
 ~sqrt(C) consecutive classes); the first block at the group max, then the first
 class inside that block, are found by ``min(index + gap * 2**100 * 2**100)``,
 which is exactly the first arg-max because any nonzero float32 gap is >=
-2**-149. Only the chosen block of each row is gathered again, so z is read once.
+2**-149. Only the chosen block of each row is gathered again, so this pass reads
+z once (the non-finite check below is one more read).
 
 The vectorised max of XLA:CPU does not propagate NaN: a NaN resets the running
 maximum, so a row with NaN can get neither NaN nor its true max. Non-finite

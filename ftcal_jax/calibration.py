@@ -117,8 +117,7 @@ def reduce_logits(logits, labels, absent_mask, class_mask=None) -> SampleStats:
     :class:`SampleStats` of (N,) arrays: (max_s, s_correct, max_u, u_correct,
     is_absent, s_first).
   """
-  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
-  validation.validate_inputs(logits, labels, absent_mask, class_mask)
+  logits, labels, absent_mask, class_mask = validation.checked_inputs(logits, labels, absent_mask, class_mask)
   return _reduce_jit(logits, labels, absent_mask, class_mask)
 
 
@@ -171,8 +170,7 @@ def seen_unseen_curve(logits, labels, absent_mask, class_mask=None) -> SeenUnsee
   Returns:
     :class:`SeenUnseenCurve` with (N+1,) fields, ordered by decreasing γ.
   """
-  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
-  validation.validate_inputs(logits, labels, absent_mask, class_mask)
+  logits, labels, absent_mask, class_mask = validation.checked_inputs(logits, labels, absent_mask, class_mask)
   return _curve_jit(logits, labels, absent_mask, class_mask)
 
 
@@ -270,9 +268,8 @@ def alg_gamma(train_logits, train_labels, absent_mask, class_mask=None):
     Scalar float32. Non-finite logits give a non-finite γ under jit; eagerly
     they raise, as does an empty batch (N = 0).
   """
-  train_logits, train_labels, absent_mask, class_mask = validation.as_arrays(train_logits, train_labels, absent_mask,
-                                                                             class_mask)
-  validation.validate_inputs(train_logits, train_labels, absent_mask, class_mask)
+  train_logits, train_labels, absent_mask, class_mask = validation.checked_inputs(train_logits, train_labels,
+                                                                                  absent_mask, class_mask)
   if jnp.shape(train_logits)[0] == 0:
     raise ValueError("alg_gamma needs at least one training sample; got N = 0.")
   lab = validation.concrete(train_labels)

@@ -90,8 +90,7 @@ def accuracies(logits, labels, absent_mask, k=1, class_mask=None) -> dict:
     S classes, U samples over U classes). NaN for an empty sample group.
   """
   k = _positive_int(k, "k")
-  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
-  validation.validate_inputs(logits, labels, absent_mask, class_mask)
+  logits, labels, absent_mask, class_mask = validation.checked_inputs(logits, labels, absent_mask, class_mask)
   keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
   return _accuracies(logits, labels, absent_mask, keep, k)
 
@@ -130,8 +129,7 @@ def softmax_decomposition(logits, labels, absent_mask, class_mask=None) -> dict:
     mean p(U|x) over U / S samples (NaN if there are none); and 'acc_u/u' in
     percent. A row whose kept logits are all -inf gives NaN probabilities.
   """
-  logits, labels, absent_mask, class_mask = validation.as_arrays(logits, labels, absent_mask, class_mask)
-  validation.validate_inputs(logits, labels, absent_mask, class_mask)
+  logits, labels, absent_mask, class_mask = validation.checked_inputs(logits, labels, absent_mask, class_mask)
   keep = jnp.ones_like(absent_mask) if class_mask is None else class_mask
   out = _softmax_decomposition(logits, labels, absent_mask, keep)
   out["acc_u/u"] = _accuracies(logits, labels, absent_mask, keep, 1)["acc_u/u"]

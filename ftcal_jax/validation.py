@@ -23,6 +23,13 @@ def as_arrays(*xs):
   return tuple(x if x is None or isinstance(x, (jax.Array, np.ndarray)) else np.asarray(x) for x in xs)
 
 
+def checked_inputs(logits, labels, absent_mask, class_mask=None):
+  """:func:`as_arrays`, then :func:`validate_inputs`; returns the four arrays."""
+  logits, labels, absent_mask, class_mask = as_arrays(logits, labels, absent_mask, class_mask)
+  validate_inputs(logits, labels, absent_mask, class_mask)
+  return logits, labels, absent_mask, class_mask
+
+
 def validate_inputs(logits, labels, absent_mask, class_mask=None):
   """Checks shapes always, and values when the arrays are concrete.
 
